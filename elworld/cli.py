@@ -1,0 +1,64 @@
+"""The ``elworld`` command line: one subcommand per pipeline stage.
+
+Each stage's module exposes ``register(subparsers)``, which adds its parser and
+sets ``func(args) -> int``; this module only assembles them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Modules that contribute subcommands, in the order ``--help`` lists them.
+COMMAND_MODULES = (
+    "elworld.data.cli",  # data info
+    "elworld.record.cli",  # collect, record
+    "elworld.train.cli",  # train vision|memory
+    "elworld.checkpoint",  # migrate-checkpoints
+    "elworld.evaluate",  # eval
+    "elworld.play.cli",  # play, rollout, demo
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (every stage's subcommands)."""
+    parser = argparse.ArgumentParser(
+        prog="elworld",
+        description=(
+            "ElWorld turns recorded gameplay into a playable dream: record episodes, "
+            "train the vision (VQ-VAE) and memory (transformer) models, evaluate them, "
+            "and play or roll out the dream."
+        ),
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name is not None and error.name.startswith("elworld"):
+                continue  # a stage not built yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``elworld`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

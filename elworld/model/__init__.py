@@ -1,0 +1,1 @@
+"""Neural models: the VQ-VAE vision model and the transformer memory model."""
