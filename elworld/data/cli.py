@@ -1,0 +1,171 @@
+"""``elworld data``: inspect a folder of episode recordings.
+
+``elworld data info DIR [--json]`` summarises the episodes (frames, resolutions,
+lengths, returns, how often each key is held, the train/val split);
+``elworld data split DIR`` lists which episodes go to train and which to val.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from elworld.data.episodes import (
+    find_episodes,
+    inspect_episode,
+    read_labels,
+    split_episodes,
+)
+from elworld.keys import KEY_NAMES, NUM_KEYS
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"min": float(min(values)), "mean": float(np.mean(values)), "max": float(max(values))}
+
+
+def summarize(directory: str | Path, val_fraction: float = 0.1, seed: int = 0) -> dict[str, Any]:
+    """The statistics ``elworld data info`` shows, as a JSON-ready dict."""
+    paths = find_episodes(directory)
+    infos = [inspect_episode(path) for path in paths]
+    key_counts = np.zeros(NUM_KEYS, dtype=np.int64)
+    returns = []
+    for path in paths:
+        labels = read_labels(path)
+        key_counts += labels["act"].sum(axis=0, dtype=np.int64)
+        if "rew" in labels:
+            returns.append(float(labels["rew"].sum(dtype=np.float64)))
+    total = sum(info.num_frames for info in infos)
+    resolutions = Counter(f"{info.height}x{info.width}" for info in infos)
+    train, val = split_episodes(paths, val_fraction=val_fraction, seed=seed)
+    frames_by_path = {info.path: info.num_frames for info in infos}
+    return {
+        "directory": str(directory),
+        "episodes": len(paths),
+        "frames": total,
+        "resolutions": dict(resolutions),
+        "episode_length": _stats([info.num_frames for info in infos]),
+        "episodes_with_reward": len(returns),
+        "episodes_with_done": sum(info.has_done for info in infos),
+        "returns": _stats(returns) if returns else None,
+        "key_share": {name: float(key_counts[i] / total) for i, name in enumerate(KEY_NAMES)},
+        "split": {
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "train": len(train),
+            "val": len(val),
+            "train_frames": sum(frames_by_path[p] for p in train),
+            "val_frames": sum(frames_by_path[p] for p in val),
+        },
+    }
+
+
+def _format_info(summary: dict[str, Any]) -> str:
+    length = summary["episode_length"]
+    lines = [
+        f"directory      {summary['directory']}",
+        f"episodes       {summary['episodes']}",
+        f"frames         {summary['frames']}",
+        "resolutions    "
+        + ", ".join(f"{res} ({count} episodes)" for res, count in summary["resolutions"].items()),
+        f"length         min {length['min']:.0f}  mean {length['mean']:.1f}  max {length['max']:.0f} frames",
+    ]
+    returns = summary["returns"]
+    if returns is None:
+        lines.append("returns        (no rew arrays)")
+    else:
+        lines.append(
+            f"returns        min {returns['min']:.3f}  mean {returns['mean']:.3f}  max {returns['max']:.3f}"
+            f"  ({summary['episodes_with_reward']} episodes with rew)"
+        )
+    lines.append(f"with done      {summary['episodes_with_done']} episodes")
+    split = summary["split"]
+    lines.append(
+        f"split          train {split['train']} episodes ({split['train_frames']} frames), "
+        f"val {split['val']} episodes ({split['val_frames']} frames)"
+    )
+    lines.append("")
+    lines.append("key     held (share of frames)")
+    for name, share in summary["key_share"].items():
+        bar = "#" * round(share * 40)
+        lines.append(f"{name:<7} {share:6.1%}  {bar}")
+    return "\n".join(lines)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    try:
+        summary = summarize(args.directory, val_fraction=args.val_fraction, seed=args.seed)
+    except ValueError as error:  # DataError, or a bad --val-fraction
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2) if args.json else _format_info(summary))
+    return 0
+
+
+def _run_split(args: argparse.Namespace) -> int:
+    try:
+        paths = find_episodes(args.directory)
+        train, val = split_episodes(paths, val_fraction=args.val_fraction, seed=args.seed)
+    except ValueError as error:  # DataError, or a bad --val-fraction
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(
+            json.dumps({"train": [str(p) for p in train], "val": [str(p) for p in val]}, indent=2)
+        )
+    else:
+        for split, split_paths in (("train", train), ("val", val)):
+            for path in split_paths:
+                print(f"{split}\t{path}")
+    return 0
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "directory", metavar="DIR", help="folder of episode .npz files (searched recursively)"
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of episodes held out for validation (default: 0.1)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the train/val split (default: 0)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``data`` command (``info`` and ``split``) to the ``elworld`` CLI."""
+    parser = subparsers.add_parser(
+        "data",
+        help="inspect episode recordings",
+        description="Inspect a folder of episode recordings.",
+    )
+    actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
+    info = actions.add_parser(
+        "info",
+        help="summarise episodes: frames, resolutions, lengths, returns, key presses, split",
+        description="Summarise the episodes in DIR.",
+    )
+    _add_common(info)
+    info.set_defaults(func=_run_info)
+    split = actions.add_parser(
+        "split",
+        help="list which episodes go to train and which to val",
+        description="Print the deterministic train/val split of the episodes in DIR.",
+    )
+    _add_common(split)
+    split.set_defaults(func=_run_split)
+
+    def _help(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    parser.set_defaults(func=_help)

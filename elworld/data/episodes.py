@@ -1,0 +1,302 @@
+"""Episode recordings: find, validate, stream and split ``.npz`` files.
+
+One ``.npz`` per episode holds ``obs (N, H, W, 3) uint8``, ``act (N, 22) uint8``
+and optionally ``rew (N,)`` float and ``done (N,)`` bool/uint8 (see
+``docs/ARCHITECTURE.md``). Validation reads only the ``.npy`` headers inside the
+zip, and ``iter_frames`` streams ``obs`` a chunk at a time, so neither ever
+holds a whole episode in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zipfile
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from elworld.frames import FRAME_HEIGHT, FRAME_WIDTH, resize_frames
+from elworld.keys import NUM_KEYS
+
+logger = logging.getLogger(__name__)
+
+# Bytes read from a zip member at a time while streaming frames.
+_READ_BYTES = 1 << 18
+
+# Exceptions that mean "this file is not a readable .npz".
+_CORRUPT = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
+
+
+class DataError(ValueError):
+    """An episode file (or data directory) is missing, unreadable or malformed."""
+
+
+@dataclass
+class EpisodeInfo:
+    """What ``inspect_episode`` learns from an episode's array headers."""
+
+    path: Path
+    num_frames: int
+    height: int
+    width: int
+    num_keys: int
+    has_reward: bool
+    has_done: bool
+
+
+@dataclass
+class _Header:
+    shape: tuple[int, ...]
+    fortran_order: bool
+    dtype: np.dtype
+
+
+def find_episodes(directory: str | Path) -> list[Path]:
+    """All ``*.npz`` files under ``directory`` (recursively), sorted.
+
+    Raises ``DataError`` if the directory is missing or holds no ``.npz`` file.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(
+            f"episode directory {directory} does not exist (expected a folder of .npz files)"
+        )
+    paths = sorted(p for p in directory.rglob("*.npz") if p.is_file())
+    if not paths:
+        raise DataError(f"episode directory {directory} holds no .npz episode files")
+    return paths
+
+
+def _read_header(fp: IO[bytes]) -> _Header:
+    """Read an ``.npy`` header from ``fp``, leaving it at the start of the data."""
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(fp)
+    else:  # 2.0 and 3.0 share the layout (3.0 only allows utf-8 field names)
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(fp)
+    return _Header(tuple(shape), bool(fortran_order), np.dtype(dtype))
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    if not path.is_file():
+        raise DataError(f"episode file {path} does not exist")
+    try:
+        return zipfile.ZipFile(path)
+    except _CORRUPT as error:
+        raise DataError(
+            f"{path} is not a readable .npz (truncated or corrupt?): {error}"
+        ) from error
+
+
+def _member_headers(path: Path) -> dict[str, _Header]:
+    """Headers of every ``.npy`` member of the ``.npz`` at ``path``, by array name."""
+    with _open_zip(path) as archive:
+        headers = {}
+        for name in archive.namelist():
+            if not name.endswith(".npy"):
+                continue
+            try:
+                with archive.open(name) as fp:
+                    headers[name[: -len(".npy")]] = _read_header(fp)
+            except _CORRUPT as error:
+                raise DataError(
+                    f"{path} is not a readable .npz (truncated or corrupt?): member {name}: {error}"
+                ) from error
+    return headers
+
+
+def inspect_episode(path: str | Path, num_keys: int = NUM_KEYS) -> EpisodeInfo:
+    """Validate an episode from its array headers alone and describe it.
+
+    Raises ``DataError`` naming the file when it is not a readable ``.npz``,
+    lacks ``obs``/``act``, or an array has the wrong dtype or shape.
+    """
+    path = Path(path)
+    headers = _member_headers(path)
+    for key in ("obs", "act"):
+        if key not in headers:
+            raise DataError(
+                f"{path} has no {key!r} array (expected obs (N,H,W,3) uint8 and act (N,{num_keys}) uint8; "
+                f"found {sorted(headers) or 'none'})"
+            )
+    obs, act = headers["obs"], headers["act"]
+    if obs.dtype != np.uint8 or len(obs.shape) != 4 or obs.shape[3] != 3:
+        raise DataError(
+            f"{path}: obs must be (N, H, W, 3) uint8 RGB frames, got {obs.shape} {obs.dtype}"
+        )
+    n, height, width = obs.shape[:3]
+    if n == 0 or height == 0 or width == 0:
+        raise DataError(f"{path}: obs holds no frames (shape {obs.shape})")
+    if len(act.shape) != 2:
+        raise DataError(f"{path}: act must be (N, {num_keys}) uint8, got shape {act.shape}")
+    if act.shape[1] != num_keys:
+        raise DataError(
+            f"{path}: act has {act.shape[1]} keys per frame, expected {num_keys} "
+            f"(act must be (N, {num_keys}) uint8)"
+        )
+    if act.dtype != np.uint8:
+        raise DataError(f"{path}: act must be uint8 (0/1 per key), got {act.dtype}")
+    if act.shape[0] != n:
+        raise DataError(
+            f"{path}: obs has {n} frames but act has {act.shape[0]} rows (expected the same N)"
+        )
+    for key, kinds, expected in (("rew", "fiub", "float"), ("done", "biu", "bool/uint8")):
+        header = headers.get(key)
+        if header is None:
+            continue
+        if header.shape != (n,):
+            raise DataError(
+                f"{path}: {key} must have shape ({n},) (one per frame), got {header.shape}"
+            )
+        if header.dtype.kind not in kinds:
+            raise DataError(f"{path}: {key} must be {expected}, got {header.dtype}")
+    return EpisodeInfo(
+        path=path,
+        num_frames=n,
+        height=height,
+        width=width,
+        num_keys=num_keys,
+        has_reward="rew" in headers,
+        has_done="done" in headers,
+    )
+
+
+def _resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    if frames.shape[1:3] == (height, width):
+        return frames
+    return resize_frames(frames, height=height, width=width)
+
+
+def iter_frames(
+    path: str | Path, chunk: int = 64, height: int = FRAME_HEIGHT, width: int = FRAME_WIDTH
+) -> Iterator[np.ndarray]:
+    """Stream an episode's frames as ``(<=chunk, height, width, 3)`` uint8 arrays.
+
+    The ``obs`` member is decompressed ``chunk`` frames at a time (stored and
+    deflated ``.npz`` alike) and each chunk is resized, so memory use does not
+    grow with the episode's length.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    path = Path(path)
+    info = inspect_episode(path)
+    frame_bytes = info.height * info.width * 3
+    try:
+        with _open_zip(path) as archive, archive.open("obs.npy") as fp:
+            header = _read_header(fp)
+            if header.fortran_order:
+                logger.warning("%s: obs is stored in Fortran order; loading it whole", path)
+                frames = np.lib.format.read_array(fp, allow_pickle=False)
+                for start in range(0, info.num_frames, chunk):
+                    yield _resize(
+                        np.ascontiguousarray(frames[start : start + chunk]), height, width
+                    )
+                return
+            for start in range(0, info.num_frames, chunk):
+                count = min(chunk, info.num_frames - start)
+                buffer = bytearray(count * frame_bytes)
+                filled = 0
+                while filled < len(buffer):
+                    # Small reads: zipfile joins pieces into a new bytes object per read.
+                    piece = fp.read(min(len(buffer) - filled, _READ_BYTES))
+                    if not piece:
+                        raise DataError(
+                            f"{path} is not a readable .npz (truncated or corrupt?): obs ends after "
+                            f"{(start * frame_bytes + filled) // frame_bytes} of {info.num_frames} frames"
+                        )
+                    buffer[filled : filled + len(piece)] = piece
+                    filled += len(piece)
+                frames = np.frombuffer(buffer, dtype=np.uint8).reshape(
+                    count, info.height, info.width, 3
+                )  # (count, H, W, 3)
+                yield _resize(frames, height, width)
+    except DataError:
+        raise
+    except _CORRUPT as error:
+        raise DataError(
+            f"{path} is not a readable .npz (truncated or corrupt?): {error}"
+        ) from error
+
+
+def read_labels(path: str | Path) -> dict[str, np.ndarray]:
+    """The small per-step arrays of an episode, loaded fully.
+
+    Returns ``{"act": uint8 (N, 22)}`` plus ``"rew": float32 (N,)`` and
+    ``"done": bool (N,)`` when the file has them.
+    """
+    path = Path(path)
+    info = inspect_episode(path)
+    labels: dict[str, np.ndarray] = {}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            labels["act"] = np.ascontiguousarray(archive["act"], dtype=np.uint8)
+            if info.has_reward:
+                labels["rew"] = np.asarray(archive["rew"], dtype=np.float32)
+            if info.has_done:
+                labels["done"] = np.asarray(archive["done"]).astype(bool)
+    except _CORRUPT as error:
+        raise DataError(
+            f"{path} is not a readable .npz (truncated or corrupt?): {error}"
+        ) from error
+    if labels["act"].size and labels["act"].max() > 1:
+        raise DataError(
+            f"{path}: act must hold only 0 and 1 (multi-hot keys), found {labels['act'].max()}"
+        )
+    return labels
+
+
+def read_actions(path: str | Path) -> np.ndarray:
+    """An episode's actions, ``(N, 22)`` uint8."""
+    return read_labels(path)["act"]
+
+
+def read_rewards(path: str | Path) -> np.ndarray | None:
+    """An episode's rewards, ``(N,)`` float32, or ``None`` when not recorded."""
+    return read_labels(path).get("rew")
+
+
+def read_dones(path: str | Path) -> np.ndarray | None:
+    """An episode's end flags, ``(N,)`` bool, or ``None`` when not recorded."""
+    return read_labels(path).get("done")
+
+
+def _split_score(name: str, seed: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def split_episodes(
+    paths: Sequence[str | Path], val_fraction: float = 0.1, seed: int = 0
+) -> tuple[list[Path], list[Path]]:
+    """Split episodes into ``(train, val)``, deterministically by file name.
+
+    Each episode is ranked by a hash of its file name and ``seed`` (so the input
+    order does not matter) and the ``round(val_fraction * N)`` lowest go to
+    validation; with ``val_fraction > 0`` and at least two episodes, val gets at
+    least one and train is never empty. Both lists come back sorted.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise DataError("no episodes to split (expected at least one .npz file)")
+    ranked = sorted(paths, key=lambda p: (_split_score(p.name, seed), p.name, str(p)))
+    num_val = round(val_fraction * len(paths))
+    if val_fraction > 0 and len(paths) >= 2:
+        num_val = min(max(num_val, 1), len(paths) - 1)
+    num_val = min(num_val, len(paths) - 1)
+    return sorted(ranked[num_val:]), sorted(ranked[:num_val])
+
+
+def shard_episodes(paths: Sequence[str | Path], rank: int, world_size: int) -> list[Path]:
+    """This rank's share of ``paths`` (round-robin over the sorted list)."""
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    return sorted(Path(p) for p in paths)[rank::world_size]
