@@ -72,7 +72,9 @@ def check_action(action: object, num_keys: int = NUM_KEYS, name: str = "action")
     """
     array = np.asarray(action)
     if array.shape != (num_keys,):
-        raise ValueError(f"{name} must have shape ({num_keys},) (one 0/1 entry per key), got shape {array.shape}")
+        raise ValueError(
+            f"{name} must have shape ({num_keys},) (one 0/1 entry per key), got shape {array.shape}"
+        )
     if array.dtype == np.bool_:
         return array.astype(np.uint8)
     if not np.issubdtype(array.dtype, np.number) or not np.all((array == 0) | (array == 1)):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,3 +19,24 @@ class LossOutput:
 
     loss: torch.Tensor
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+def check_models_fit(
+    vision_config: Any, memory_config: Any, vision_path: Path | str, memory_path: Path | str
+) -> None:
+    """Raise ``ValueError`` when a memory config cannot run on a vision config's tokens."""
+    problems = []
+    if memory_config.vocab_size != vision_config.codebook_size:
+        problems.append(
+            f"memory vocab_size {memory_config.vocab_size} != vision codebook_size {vision_config.codebook_size}"
+        )
+    grid = (vision_config.grid_height, vision_config.grid_width)
+    if (memory_config.grid_height, memory_config.grid_width) != grid:
+        problems.append(
+            f"memory grid {memory_config.grid_height}x{memory_config.grid_width} != vision grid {grid[0]}x{grid[1]}"
+        )
+    if problems:
+        raise ValueError(
+            f"vision checkpoint {vision_path} and memory model {memory_path} do not fit: "
+            + "; ".join(problems)
+        )

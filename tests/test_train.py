@@ -1,0 +1,219 @@
+"""The training CLI end to end on tiny data: checkpoints, best model, --resume, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from elworld import checkpoint
+from elworld.cli import main
+
+TINY_VISION = ["--image-size", "32x32", "--width", "8", "--res-blocks", "1", "--code-dim", "8",
+               "--codebook-size", "16", "--downsamples", "2"]  # fmt: skip
+TINY_RUN = ["--batch-size", "4", "--steps-per-epoch", "3", "--warmup-steps", "2", "--device", "cpu"]
+
+
+def _write_episodes(directory: Path, count: int = 4, frames: int = 12, seed: int = 0) -> Path:
+    """Episodes of a bright square that moves right while key 'right' (index 4) is held."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for episode in range(count):
+        obs = np.zeros((frames, 48, 64, 3), dtype=np.uint8)
+        act = np.zeros((frames, 22), dtype=np.uint8)
+        x = int(rng.integers(0, 40))
+        for t in range(frames):
+            act[t, 4] = rng.integers(0, 2)
+            obs[t, 16:32, x : x + 16] = (200, 80, 40)
+            x = min(x + 4 * int(act[t, 4]), 47)
+        done = np.zeros(frames, dtype=np.uint8)
+        done[-1] = 1
+        np.savez(
+            directory / f"episode_{episode:04d}.npz",
+            obs=obs,
+            act=act,
+            rew=np.ones(frames, np.float32),
+            done=done,
+        )
+    return directory
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_episodes(tmp_path_factory.mktemp("data"))
+
+
+def _info(path: Path) -> dict:
+    return json.loads((path / "training_info.json").read_text())
+
+
+def test_train_vision_writes_epoch_and_best_checkpoints(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ckpt"
+    assert (
+        main(
+            [
+                "train",
+                "vision",
+                "--data",
+                str(data_dir),
+                "--out",
+                str(out),
+                "--epochs",
+                "2",
+                *TINY_VISION,
+                *TINY_RUN,
+            ]
+        )
+        == 0
+    )
+    epochs = [epoch for epoch, _ in checkpoint.list_epoch_checkpoints(out, "vision")]
+    assert epochs == [1, 2]
+    best = checkpoint.best_model_dir(out, "vision")
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "training_info.json",
+        "README.md",
+        "optimizer.pth",
+        "scheduler.pth",
+    ):
+        assert (best / name).is_file(), name
+    info = _info(best)
+    assert info["best_val_loss"] == pytest.approx(
+        min(
+            _info(p)["metrics"]["val_loss"]
+            for _, p in checkpoint.list_epoch_checkpoints(out, "vision")
+        )
+    )
+    assert "val_psnr" in info["metrics"] and "train_perplexity" in info["metrics"]
+
+
+def test_resume_reproduces_uninterrupted_losses(data_dir: Path, tmp_path: Path) -> None:
+    args = ["train", "vision", "--data", str(data_dir), "--epochs", "3", *TINY_VISION, *TINY_RUN]
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    # Same run stopped after its first epoch (time limit 0), then resumed to the end.
+    assert main([*args, "--out", str(tmp_path / "split"), "--time-limit", "0"]) == 0
+    assert [e for e, _ in checkpoint.list_epoch_checkpoints(tmp_path / "split", "vision")] == [1]
+    assert main([*args, "--out", str(tmp_path / "split"), "--resume"]) == 0
+    for epoch in (2, 3):
+        full = _info(checkpoint.epoch_checkpoint_dir(tmp_path / "full", "vision", epoch))["metrics"]
+        split = _info(checkpoint.epoch_checkpoint_dir(tmp_path / "split", "vision", epoch))[
+            "metrics"
+        ]
+        assert split["train_loss"] == pytest.approx(full["train_loss"], rel=1e-5, abs=1e-7)
+        assert split["val_loss"] == pytest.approx(full["val_loss"], rel=1e-5, abs=1e-7)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(data_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no vision epoch checkpoint"):
+        main(
+            [
+                "train",
+                "vision",
+                "--data",
+                str(data_dir),
+                "--out",
+                str(tmp_path),
+                "--resume",
+                *TINY_VISION,
+                *TINY_RUN,
+            ]
+        )
+
+
+def test_train_memory_on_vision_tokens(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ckpt"
+    assert (
+        main(
+            [
+                "train",
+                "vision",
+                "--data",
+                str(data_dir),
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                *TINY_VISION,
+                *TINY_RUN,
+            ]
+        )
+        == 0
+    )
+    vision = checkpoint.best_model_dir(out, "vision")
+    memory_args = ["train", "memory", "--data", str(data_dir), "--vision", str(vision), "--out", str(out), "--epochs", "2",
+                   "--n-layer", "1", "--n-head", "2", "--n-embd", "16", *TINY_RUN]  # fmt: skip
+    assert main(memory_args) == 0
+    best = checkpoint.best_model_dir(out, "memory")
+    config = json.loads((best / "config.json").read_text())
+    assert (config["vocab_size"], config["grid_height"], config["grid_width"]) == (16, 8, 8)
+    info = _info(best)
+    assert info["vision_fingerprint"] == checkpoint.checkpoint_fingerprint(vision)
+    assert {"val_token_acc", "val_end_bce", "val_reward_mse"} <= set(info["metrics"])
+
+
+def test_memory_with_misfit_vision_is_a_clear_error(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ckpt"
+    assert (
+        main(
+            [
+                "train",
+                "vision",
+                "--data",
+                str(data_dir),
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                *TINY_VISION,
+                *TINY_RUN,
+            ]
+        )
+        == 0
+    )
+    memory_args = ["train", "memory", "--data", str(data_dir), "--vision", str(checkpoint.best_model_dir(out, "vision")),
+                   "--out", str(out), "--epochs", "1", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", *TINY_RUN]  # fmt: skip
+    assert main(memory_args) == 0
+    # Retrain vision with a different codebook; resuming memory on it must refuse.
+    other = tmp_path / "other"
+    tiny_other = [a if a != "16" else "32" for a in TINY_VISION]
+    assert (
+        main(
+            [
+                "train",
+                "vision",
+                "--data",
+                str(data_dir),
+                "--out",
+                str(other),
+                "--epochs",
+                "1",
+                *tiny_other,
+                *TINY_RUN,
+            ]
+        )
+        == 0
+    )
+    memory_args[memory_args.index("--vision") + 1] = str(checkpoint.best_model_dir(other, "vision"))
+    with pytest.raises(
+        ValueError, match="do not fit: memory vocab_size 16 != vision codebook_size 32"
+    ):
+        main([*memory_args, "--resume", "--epochs", "2"])
+
+
+def test_torchrun_two_processes_gloo(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ckpt"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "elworld", "train", "vision", "--data", str(data_dir), "--out", str(out), "--epochs", "1",
+               *TINY_VISION, *TINY_RUN]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [e for e, _ in checkpoint.list_epoch_checkpoints(out, "vision")] == [1]
+    info = _info(checkpoint.best_model_dir(out, "vision"))
+    assert info["world_size"] == 2
