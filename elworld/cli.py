@@ -57,7 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    from elworld.checkpoint import CheckpointError
+
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, ImportError, CheckpointError) as error:
+        # A user mistake (bad file, argument or missing extra): one clear line, no traceback.
+        if args.verbose:
+            raise
+        print(f"elworld {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -115,24 +115,19 @@ def evaluate(
     """Mean of each ``compute_loss`` metric over the validation split (all ranks pooled)."""
     model.eval()
     sums: dict[str, float] = {}
-    count = 0
+    counts: dict[str, float] = {}
     for batch in _take(_batches(dataset, cfg, 0, dist_info.rank, shuffle=False), cfg.val_batches):
         batch = _to_device(batch, dist_info.device)
         with _autocast(cfg, dist_info.device):
             metrics = model.compute_loss(batch).metrics
         size = next(iter(batch.values())).shape[0]
-        for key, value in metrics.items():
+        for key, value in metrics.items():  # some metrics exist only for some batches
             sums[key] = sums.get(key, 0.0) + float(value) * size
-        count += size
+            counts[key] = counts.get(key, 0.0) + size
     keys = sorted(sums)
-    totals = all_reduce_sum(
-        torch.tensor(
-            [sums[k] for k in keys] + [count], dtype=torch.float64, device=dist_info.device
-        ),
-        dist_info,
-    )
-    total_count = max(1.0, float(totals[-1]))
-    return {key: float(totals[i]) / total_count for i, key in enumerate(keys)}
+    local = torch.tensor([sums[k] for k in keys] + [counts[k] for k in keys], dtype=torch.float64, device=dist_info.device)
+    totals = all_reduce_sum(local, dist_info)
+    return {key: float(totals[i]) / max(1.0, float(totals[len(keys) + i])) for i, key in enumerate(keys)}
 
 
 def train(
@@ -224,6 +219,7 @@ def train(
             dynamic_ncols=True,
         )
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
         tick = time.monotonic()
         for step, batch in enumerate(bar, start=1):
             batch = _to_device(batch, device)
@@ -236,15 +232,16 @@ def train(
             optimizer.step()
             scheduler.step()
             global_step += 1
-            for key, value in metrics.items():
+            for key, value in metrics.items():  # some metrics exist only for some batches
                 sums[key] = sums.get(key, 0.0) + float(value)
+                counts[key] = counts.get(key, 0) + 1
             rate = step * cfg.batch_size * dist_info.world_size / max(1e-9, time.monotonic() - tick)
             bar.set_postfix(
                 loss=f"{float(loss.detach()):.4f}",
                 samples_per_s=f"{rate:.1f}",
                 lr=f"{scheduler.get_last_lr()[0]:.2e}",
             )
-        train_metrics = {f"train_{k}": v / steps_per_epoch for k, v in sums.items()}
+        train_metrics = {f"train_{k}": v / counts[k] for k, v in sums.items()}
         val_metrics = {f"val_{k}": v for k, v in evaluate(model, val_set, cfg, dist_info).items()}
         val_loss = val_metrics.get("val_loss", math.inf)
         elapsed = elapsed_before + time.monotonic() - started

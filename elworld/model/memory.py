@@ -1,0 +1,543 @@
+"""The memory model: predicts the next frame's tokens from recent frames and an action.
+
+Design
+------
+A frame is a ``grid_height x grid_width`` grid of vision tokens (24 x 32 = 768,
+vocab 512). The model is a *bidirectional* transformer (nanoGPT-style blocks:
+pre-LayerNorm, ``F.scaled_dot_product_attention`` without a causal mask, GELU
+MLP) over ONE sequence: a prefix action token followed by one position per grid
+cell. At grid cell ``p`` the input embedding is the sum of
+
+- the current frame's token at ``p`` (``current_emb``),
+- each previous context frame's token at ``p``, one table per context slot
+  (``context_emb``, a single table split into ``context_frames - 1`` blocks of
+  ``vocab_size`` rows, so all slots are one lookup),
+- the partially known NEXT frame's token at ``p`` (``next_emb``), where an
+  unknown cell holds the special ``MASK`` id (``vocab_size``),
+- a learned 2D position embedding (row + column; attention also uses 2D
+  rotary positions, see below),
+- the action embedding ``Linear(action_dim -> n_embd)`` of the multi-hot action.
+
+The head at cell ``p`` gives logits over the vocab for the next frame's token
+at ``p``.
+
+Why one-shot / MaskGIT. Sampling 768 tokens one by one (the original MinGPT
+design) costs 768 forward passes per frame, far too slow for an environment
+step. Here every cell is predicted at once: with all next tokens masked, one
+forward pass gives the whole next frame (one-shot). ``sample(..., steps=S)``
+refines MaskGIT-style: each pass commits the most confident still-masked cells
+(cosine schedule) and feeds them back as known next tokens, so later cells are
+predicted consistently with earlier choices. Training masks a random fraction
+of the target (cosine schedule, half of the rows fully masked so the one-shot
+case is learnt well) and scores the masked cells.
+
+How the action enters. The action embedding is added to *every* grid cell, so
+every output depends on the action directly, not only through attention (this
+matters for controllability); the prefix action token additionally carries it
+(and its output feeds the optional reward and episode-end heads).
+
+Why rotary positions too. Besides the learned absolute embedding, queries and
+keys get 2D rotary position encodings (RoPE: half the rotated pairs by row,
+half by column), so an attention score depends on the *relative* offset of two
+cells. That is what lets an additively-embedded action choose WHICH neighbour a
+cell copies from, i.e. which way the scene scrolls: with absolute positions
+only, a query-key score is a sum of pairwise terms and none multiplies the
+action with the offset, so a toy "shift left/right by action" task plateaued at
+~50% accuracy for thousands of steps; with rotary positions the same tiny
+model learns it in about 150 steps.
+
+Heads. The optional reward (MSE) and episode-end (BCE with logits) heads read
+the action token's output and train only on rows whose ``has_reward`` /
+``has_done`` is set. Their losses are scaled by ``head_loss_weight`` (0.1): at
+full weight the quickly learnt heads stalled the token loss of a tiny model for
+hundreds of steps (they dominate the shared trunk's early Adam updates).
+
+How context gives motion. One frame cannot tell which way something moves; with
+``context_frames = K`` the ``K - 1`` previous frames are summed into each cell's
+embedding, and attention compares a cell with its neighbours across frames, so
+velocity is representable. Without a history (episode start), ``forward`` uses
+copies of the current frame: a still scene.
+
+Cost per sample. ``steps`` forward passes over ``tokens_per_frame + 1``
+positions: ``O(steps * n_layer * (L^2 * n_embd + L * n_embd^2))`` with
+``L = 769`` for the default grid; independent of ``context_frames`` apart from
+the embedding lookups.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from elworld.model.common import LossOutput
+
+MASK_SCHEDULES = ("cosine", "linear", "full")
+# Fraction of training rows whose next frame is fully masked (the one-shot case).
+FULL_MASK_FRACTION = 0.5
+
+
+@dataclass
+class MemoryConfig:
+    """Architecture of the memory model (saved as ``config.json``)."""
+
+    vocab_size: int = 512
+    grid_height: int = 24
+    grid_width: int = 32
+    action_dim: int = 22
+    context_frames: int = 2  # frames seen, current included (1 = current only)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    dropout: float = 0.0
+    reward_head: bool = True
+    end_head: bool = True
+    mask_schedule: str = "cosine"  # training mask ratio distribution for next-frame tokens
+    head_loss_weight: float = 0.1  # weight of the reward / end losses next to the token loss
+
+    def __post_init__(self) -> None:
+        for name in (
+            "vocab_size",
+            "grid_height",
+            "grid_width",
+            "action_dim",
+            "context_frames",
+            "n_layer",
+            "n_head",
+            "n_embd",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MemoryConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"MemoryConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"MemoryConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if not self.head_loss_weight >= 0.0:
+            raise ValueError(
+                f"MemoryConfig.head_loss_weight must be >= 0, got {self.head_loss_weight!r}"
+            )
+        if self.mask_schedule not in MASK_SCHEDULES:
+            raise ValueError(
+                f"MemoryConfig.mask_schedule must be one of {MASK_SCHEDULES}, "
+                f"got {self.mask_schedule!r}"
+            )
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Grid cells per frame (``grid_height * grid_width``)."""
+        return self.grid_height * self.grid_width
+
+
+@dataclass
+class MemoryOutput:
+    """``forward`` result: next-frame logits ``[B, T, V]`` and optional head outputs ``[B]``."""
+
+    logits: torch.Tensor
+    reward: torch.Tensor | None = None
+    end_logit: torch.Tensor | None = None
+
+
+@dataclass
+class MemorySample:
+    """``sample`` result: next-frame tokens ``[B, T]``, reward ``[B]``, episode-end probability ``[B]``.
+
+    ``reward`` and ``end_prob`` are zeros when the model has no such head.
+    """
+
+    tokens: torch.Tensor
+    reward: torch.Tensor
+    end_prob: torch.Tensor
+
+
+def rotary_tables(config: MemoryConfig, base: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """2D rotary position tables ``cos, sin`` of shape ``(1 + T, R)`` for the action + grid sequence.
+
+    Each head's first ``R = 4 * (head_size // 4)`` dims are rotated: half of the
+    rotation pairs by the cell's row, half by its column; the action token (index
+    0) is not rotated. Rotating queries and keys makes attention scores depend on
+    the *relative* offset between cells, so an additive action embedding alone
+    can steer which neighbour a cell attends to (i.e. which way the scene moves).
+    """
+    quarter = (config.n_embd // config.n_head) // 4
+    freqs = base ** (-torch.arange(quarter, dtype=torch.float32) / max(quarter, 1))  # (R/4,)
+    rows = torch.arange(config.grid_height, dtype=torch.float32)
+    cols = torch.arange(config.grid_width, dtype=torch.float32)
+    row_angles = (
+        (rows[:, None] * freqs).unsqueeze(1).expand(-1, config.grid_width, -1)
+    )  # (H, W, R/4)
+    col_angles = (
+        (cols[:, None] * freqs).unsqueeze(0).expand(config.grid_height, -1, -1)
+    )  # (H, W, R/4)
+    angles = torch.cat([row_angles, col_angles], dim=-1).reshape(
+        config.tokens_per_frame, -1
+    )  # (T, R/2)
+    angles = torch.cat([torch.zeros(1, 2 * quarter), angles], dim=0)  # (1 + T, R/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (1 + T, R)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first ``R`` dims of ``x`` ``(B, nh, L, hs)`` by ``cos, sin`` ``(L, R)``."""
+    R = cos.shape[-1]
+    if R == 0:
+        return x
+    rot, rest = x[..., :R], x[..., R:]
+    first, second = rot.chunk(2, dim=-1)  # 2 x (B, nh, L, R/2)
+    rotated = rot * cos + torch.cat([-second, first], dim=-1) * sin  # (B, nh, L, R)
+    return torch.cat([rotated, rest], dim=-1)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head bidirectional self-attention with 2D rotary positions."""
+
+    def __init__(self, config: MemoryConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, L, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, L, C)
+        q = q.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, L, hs)
+        k = k.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, L, hs)
+        v = v.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, L, hs)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        dropout_p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # (B, nh, L, hs)
+        y = y.transpose(1, 2).contiguous().view(B, L, C)  # (B, L, C)
+        return self.resid_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward block (4x width, GELU)."""
+
+    def __init__(self, config: MemoryConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block."""
+
+    def __init__(self, config: MemoryConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = SelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cos, sin)
+        return x + self.mlp(self.ln_2(x))
+
+
+class MemoryModel(nn.Module):
+    """Bidirectional transformer predicting the next frame's tokens (see module docstring).
+
+    ``mask_id`` (= ``vocab_size``) marks unknown cells in ``next_tokens``.
+    """
+
+    kind = "memory"
+    config_class = MemoryConfig
+
+    def __init__(self, config: MemoryConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.mask_id = config.vocab_size
+        C, V = config.n_embd, config.vocab_size
+        self.current_emb = nn.Embedding(V, C)
+        # One block of V rows per previous frame (slot k uses rows k*V .. (k+1)*V-1).
+        self.context_emb = (
+            nn.Embedding((config.context_frames - 1) * V, C) if config.context_frames > 1 else None
+        )
+        self.next_emb = nn.Embedding(V + 1, C)  # last row = MASK
+        self.row_emb = nn.Parameter(torch.zeros(config.grid_height, C))
+        self.col_emb = nn.Parameter(torch.zeros(config.grid_width, C))
+        self.action_emb = nn.Linear(config.action_dim, C)
+        self.action_token_emb = nn.Linear(config.action_dim, C)  # the prefix action token
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(C)
+        self.head = nn.Linear(C, V)
+        self.reward_head = nn.Linear(C, 1) if config.reward_head else None
+        self.end_head = nn.Linear(C, 1) if config.end_head else None
+        self.apply(self._init_weights)
+        for name, param in self.named_parameters():
+            if name.endswith("proj.weight"):  # residual projections, scaled as in GPT-2
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        for param in (self.row_emb, self.col_emb):
+            nn.init.normal_(param, mean=0.0, std=0.02)
+        cos, sin = rotary_tables(config)
+        self.register_buffer("rotary_cos", cos, persistent=False)  # (1 + T, R)
+        self.register_buffer("rotary_sin", sin, persistent=False)  # (1 + T, R)
+        if context_offsets := config.context_frames - 1:
+            self.register_buffer(
+                "context_offsets",
+                (torch.arange(context_offsets) * V).view(1, -1, 1),  # (1, K-1, 1)
+                persistent=False,
+            )
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> MemoryModel:
+        """Load a saved memory model (``config.json`` + ``model.safetensors``) in eval mode."""
+        from elworld.checkpoint import load_model
+
+        return load_model(path, cls, device=device)
+
+    # ------------------------------------------------------------------ checks
+    def _check_tokens(self, name: str, tokens: torch.Tensor, shape: tuple[int, ...], high: int):
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(f"{name} must be a torch tensor, got {type(tokens).__name__}")
+        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer token ids, got dtype {tokens.dtype}")
+        if tuple(tokens.shape) != shape:
+            raise ValueError(
+                f"{name} must have shape {shape} for this memory model "
+                f"(grid {self.config.grid_height}x{self.config.grid_width}, "
+                f"context_frames={self.config.context_frames}), got {tuple(tokens.shape)}"
+            )
+        if tokens.numel() and bool(((tokens < 0) | (tokens >= high)).any()):
+            raise ValueError(
+                f"{name} values must be in [0, {high}) (vocab_size={self.config.vocab_size}), "
+                f"got range [{int(tokens.min())}, {int(tokens.max())}]"
+            )
+
+    def _check_inputs(
+        self,
+        tokens: torch.Tensor,
+        actions: torch.Tensor,
+        context: torch.Tensor | None,
+        next_tokens: torch.Tensor | None,
+    ) -> None:
+        T, V, K = self.config.tokens_per_frame, self.config.vocab_size, self.config.context_frames
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
+            shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens)
+            raise ValueError(f"tokens must have shape (B, {T}), got {shape}")
+        B = tokens.shape[0]
+        self._check_tokens("tokens", tokens, (B, T), V)
+        if not isinstance(actions, torch.Tensor) or actions.dim() != 2:
+            shape = tuple(actions.shape) if isinstance(actions, torch.Tensor) else type(actions)
+            raise ValueError(f"actions must have shape (B, {self.config.action_dim}), got {shape}")
+        if actions.shape[1] != self.config.action_dim:
+            raise ValueError(
+                f"actions has {actions.shape[1]} keys per row, but this memory model was built "
+                f"for action_dim={self.config.action_dim}"
+            )
+        if actions.shape[0] != B:
+            raise ValueError(f"actions has {actions.shape[0]} rows but tokens has {B}")
+        if context is not None:
+            self._check_tokens("context", context, (B, K - 1, T), V)
+        if next_tokens is not None:
+            self._check_tokens("next_tokens", next_tokens, (B, T), V + 1)
+
+    # ----------------------------------------------------------------- forward
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        actions: torch.Tensor,
+        context: torch.Tensor | None = None,
+        next_tokens: torch.Tensor | None = None,
+    ) -> MemoryOutput:
+        """Logits for the next frame's tokens.
+
+        ``tokens``: int ``[B, T]`` current frame. ``actions``: ``[B, action_dim]``
+        multi-hot. ``context``: int ``[B, context_frames - 1, T]`` previous frames,
+        oldest first; ``None`` means a still scene (copies of ``tokens``).
+        ``next_tokens``: int ``[B, T]`` known next tokens with ``mask_id`` where
+        unknown; ``None`` means all unknown (one-shot).
+        """
+        self._check_inputs(tokens, actions, context, next_tokens)
+        B, T = tokens.shape
+        cfg = self.config
+        tokens = tokens.long()
+        x = self.current_emb(tokens)  # (B, T, C)
+        if self.context_emb is not None:
+            if context is None:
+                context = tokens.unsqueeze(1).expand(B, cfg.context_frames - 1, T)  # (B, K-1, T)
+            slots = context.long() + self.context_offsets  # (B, K-1, T) rows of each slot's table
+            x = x + self.context_emb(slots).sum(dim=1)  # (B, T, C)
+        if next_tokens is None:
+            next_tokens = torch.full_like(tokens, self.mask_id)
+        x = x + self.next_emb(next_tokens.long())  # (B, T, C)
+        pos = (self.row_emb[:, None, :] + self.col_emb[None, :, :]).view(T, -1)  # (T, C)
+        actions = actions.to(x.dtype)
+        action = self.action_emb(actions).unsqueeze(1)  # (B, 1, C)
+        x = x + pos + action  # (B, T, C)
+        prefix = self.action_token_emb(actions).unsqueeze(1)  # (B, 1, C)
+        x = torch.cat([prefix, x], dim=1)  # (B, 1 + T, C)
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x, self.rotary_cos, self.rotary_sin)
+        x = self.ln_f(x)  # (B, 1 + T, C)
+        logits = self.head(x[:, 1:])  # (B, T, V)
+        summary = x[:, 0]  # (B, C) action-token output
+        reward = self.reward_head(summary).squeeze(-1) if self.reward_head is not None else None
+        end_logit = self.end_head(summary).squeeze(-1) if self.end_head is not None else None
+        return MemoryOutput(logits=logits, reward=reward, end_logit=end_logit)
+
+    # -------------------------------------------------------------------- loss
+    def _mask_counts(self, rows: int, device: torch.device) -> torch.Tensor:
+        """How many target cells to mask in each training row (``[rows]``, in [1, T])."""
+        T = self.config.tokens_per_frame
+        u = torch.rand(rows, device=device)
+        if self.config.mask_schedule == "cosine":
+            ratio = torch.cos(u * math.pi / 2)
+        elif self.config.mask_schedule == "linear":
+            ratio = 1.0 - u
+        else:  # "full"
+            ratio = torch.ones_like(u)
+        full = torch.rand(rows, device=device) < FULL_MASK_FRACTION
+        ratio = torch.where(full, torch.ones_like(ratio), ratio)
+        return (ratio * T).ceil().long().clamp(1, T)
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> LossOutput:
+        """Masked next-frame token cross-entropy plus the weighted reward / episode-end losses.
+
+        ``batch`` follows docs/ARCHITECTURE.md: ``context`` int64 ``[B, K, T]``
+        (last = current frame), ``action`` ``[B, action_dim]``, ``target`` int64
+        ``[B, T]``, ``has_target`` / ``has_reward`` / ``has_done`` bool ``[B]``,
+        ``reward`` / ``done`` float ``[B]``.
+        """
+        required = ("context", "action", "target", "has_target")
+        if missing := [key for key in required if key not in batch]:
+            raise ValueError(f"memory batch is missing {missing}; it has {sorted(batch)}")
+        cfg = self.config
+        frames = batch["context"]
+        if frames.dim() != 3 or frames.shape[1] != cfg.context_frames:
+            raise ValueError(
+                f"batch['context'] must have shape (B, context_frames={cfg.context_frames}, "
+                f"{cfg.tokens_per_frame}), got {tuple(frames.shape)}"
+            )
+        tokens, context = frames[:, -1], frames[:, :-1]  # (B, T), (B, K-1, T)
+        B, T = tokens.shape
+        has_target = batch["has_target"].to(device=tokens.device, dtype=torch.bool)
+        # Rows without a next frame may hold any filler: replace it before the range check.
+        target = batch["target"]
+        if isinstance(target, torch.Tensor) and tuple(target.shape) == (B, T):
+            target = torch.where(has_target.unsqueeze(1), target, torch.zeros_like(target))
+        self._check_tokens("batch['target']", target, (B, T), cfg.vocab_size)
+
+        # Mask a random number of cells per row (all of them for rows without a target).
+        counts = self._mask_counts(B, tokens.device)
+        counts = torch.where(has_target, counts, torch.full_like(counts, T))
+        rank = torch.rand(B, T, device=tokens.device).argsort(dim=1).argsort(dim=1)  # (B, T)
+        masked = rank < counts.unsqueeze(1)  # (B, T)
+        next_tokens = torch.where(masked, torch.full_like(target, self.mask_id), target)
+
+        out = self(
+            tokens, batch["action"], context if cfg.context_frames > 1 else None, next_tokens
+        )
+        scored = masked & has_target.unsqueeze(1)  # (B, T)
+        if bool(scored.any()):
+            logits = out.logits[scored]  # (N, V)
+            token_ce = F.cross_entropy(logits, target[scored])
+            token_acc = (logits.argmax(dim=-1) == target[scored]).float().mean().item()
+        else:
+            token_ce = out.logits.sum() * 0.0
+            token_acc = 0.0
+        loss = token_ce
+        metrics = {"token_ce": token_ce.item(), "token_acc": token_acc}
+
+        if out.reward is not None and "has_reward" in batch:
+            rows = batch["has_reward"].to(device=tokens.device, dtype=torch.bool)
+            if bool(rows.any()):
+                reward = batch["reward"].to(out.reward.dtype)
+                reward_mse = F.mse_loss(out.reward[rows], reward[rows])
+                loss = loss + cfg.head_loss_weight * reward_mse
+                metrics["reward_mse"] = reward_mse.item()
+        if out.end_logit is not None and "has_done" in batch:
+            rows = batch["has_done"].to(device=tokens.device, dtype=torch.bool)
+            if bool(rows.any()):
+                done = batch["done"].to(out.end_logit.dtype)
+                end_bce = F.binary_cross_entropy_with_logits(out.end_logit[rows], done[rows])
+                loss = loss + cfg.head_loss_weight * end_bce
+                metrics["end_bce"] = end_bce.item()
+        metrics["loss"] = loss.item()
+        return LossOutput(loss=loss, metrics=metrics)
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(
+        self,
+        tokens: torch.Tensor,
+        actions: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        steps: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> MemorySample:
+        """Sample the next frame in ``steps`` forward passes (MaskGIT-style refinement).
+
+        ``temperature=0`` takes the argmax (deterministic); ``top_k`` keeps the k
+        most likely tokens per cell; all randomness comes from ``generator``.
+        ``steps`` is capped at ``tokens_per_frame``. The reward and episode-end
+        probability come from the last pass.
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be a positive integer or None, got {top_k}")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self._check_inputs(tokens, actions, context, None)
+        T, V = self.config.tokens_per_frame, self.config.vocab_size
+        steps = min(steps, T)
+        next_tokens = torch.full_like(tokens, self.mask_id, dtype=torch.long)  # (B, T) all MASK
+        known_count = 0
+        for step in range(1, steps + 1):
+            # Cells known after this step: cosine schedule, at least one new per step.
+            masked_after = math.floor(T * math.cos(math.pi / 2 * step / steps))
+            target_known = min(max(T - masked_after, known_count + 1), T - (steps - step))
+            out = self(tokens, actions, context, next_tokens)
+            logits = out.logits.float()  # (B, T, V)
+            if top_k is not None and top_k < V:
+                kth = logits.topk(top_k, dim=-1).values[..., -1:]  # (B, T, 1)
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            if temperature == 0:
+                sampled = logits.argmax(dim=-1)  # (B, T)
+                scaled = logits
+            else:
+                scaled = logits / temperature
+                device = generator.device if generator is not None else scaled.device
+                u = torch.rand(scaled.shape, generator=generator, device=device)
+                u = u.to(scaled.device).clamp_(min=1e-20)  # uniform in (0, 1)
+                sampled = (scaled - torch.log(-torch.log(u))).argmax(dim=-1)  # Gumbel-max
+            if target_known >= T:
+                next_tokens = torch.where(next_tokens == self.mask_id, sampled, next_tokens)
+                break
+            confidence = scaled.softmax(dim=-1).gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
+            known = next_tokens != self.mask_id  # (B, T)
+            confidence = confidence.masked_fill(known, float("inf"))
+            commit = confidence.topk(target_known, dim=1).indices  # (B, target_known)
+            chosen = torch.zeros_like(known).scatter_(1, commit, True)
+            next_tokens = torch.where(chosen & ~known, sampled, next_tokens)
+            known_count = target_known
+        B = next_tokens.shape[0]
+        zeros = torch.zeros(B, device=next_tokens.device)
+        reward = out.reward.float() if out.reward is not None else zeros
+        end_prob = torch.sigmoid(out.end_logit.float()) if out.end_logit is not None else zeros
+        return MemorySample(tokens=next_tokens, reward=reward, end_prob=end_prob)
