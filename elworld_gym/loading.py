@@ -1,0 +1,161 @@
+"""Where the dream env finds its checkpoints and start frames.
+
+One place resolves the construction kwargs shared by ``DreamEnv`` and
+``DreamVectorEnv``:
+
+- ``resolve_checkpoints``: the vision and memory checkpoint folders, from
+  explicit ``vision=`` / ``memory=`` folders, else a checkpoints root
+  (``checkpoints=``, else ``$ELWORLD_CHECKPOINTS``, else the repo's bundled
+  ``checkpoints/``) in the standard layout ``<root>/<kind>/best_model``.
+- ``iter_start_frames``: the real frames episodes start from, streamed in
+  chunks and resized: an ``.npz`` recording, an array of frames, or by default
+  ``<root>/start_frames.npz``.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from elworld.checkpoint import CheckpointError, best_model_dir
+from elworld.frames import resize_frames
+
+CHECKPOINTS_ENV_VAR = "ELWORLD_CHECKPOINTS"
+BUNDLED_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+START_FRAMES_FILE = "start_frames.npz"
+# Frames resized and encoded per chunk when building the start bank.
+START_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class CheckpointPaths:
+    """The checkpoint folders a dream runs on; ``root`` is ``None`` when both were explicit."""
+
+    vision: Path
+    memory: Path
+    root: Path | None
+
+
+def default_checkpoints_root() -> Path:
+    """``$ELWORLD_CHECKPOINTS`` if set, else the repo's bundled ``checkpoints/`` folder."""
+    value = os.environ.get(CHECKPOINTS_ENV_VAR)
+    return Path(value).expanduser() if value else BUNDLED_CHECKPOINTS
+
+
+def resolve_checkpoints(
+    checkpoints: str | Path | None = None,
+    vision: str | Path | None = None,
+    memory: str | Path | None = None,
+) -> CheckpointPaths:
+    """Find the vision and memory checkpoint folders.
+
+    Explicit ``vision`` / ``memory`` folders win; a missing one comes from the
+    root (``checkpoints``, else ``$ELWORLD_CHECKPOINTS``, else the bundled
+    ``checkpoints/``) as ``<root>/<kind>/best_model``.
+
+    Raises:
+        CheckpointError: a folder does not exist or lacks ``config.json``; the
+            message names the path and how to fix it.
+    """
+    root, origin = None, ""
+    if checkpoints is not None:
+        root, origin = Path(checkpoints).expanduser(), "checkpoints="
+    elif vision is None or memory is None:
+        root = default_checkpoints_root()
+        from_env = bool(os.environ.get(CHECKPOINTS_ENV_VAR))
+        origin = f"${CHECKPOINTS_ENV_VAR}" if from_env else "the bundled demo checkpoints"
+    if root is not None and (vision is None or memory is None) and not root.is_dir():
+        raise CheckpointError(
+            f"checkpoints root {root} (from {origin}) does not exist; pass "
+            "checkpoints=<folder holding vision/best_model and memory/best_model>, "
+            f"set ${CHECKPOINTS_ENV_VAR}, or pass vision= and memory= checkpoint folders"
+        )
+    folders = {}
+    for kind, explicit in (("vision", vision), ("memory", memory)):
+        if explicit is not None:
+            folder, source = Path(explicit).expanduser(), f"{kind}="
+        else:
+            assert root is not None
+            folder, source = best_model_dir(root, kind), f"checkpoints root {root}, {origin}"
+        if not (folder / "config.json").is_file():
+            raise CheckpointError(
+                f"no {kind} checkpoint at {folder} (from {source}): expected a folder with "
+                f"config.json and model.safetensors. Train one with `elworld train {kind}`, "
+                f"or pass checkpoints=<root>, ${CHECKPOINTS_ENV_VAR}, or {kind}=<folder>"
+            )
+        folders[kind] = folder
+    return CheckpointPaths(vision=folders["vision"], memory=folders["memory"], root=root)
+
+
+def _npz_frames(path: Path, height: int, width: int) -> Iterator[np.ndarray]:
+    """Stream the ``obs`` frames of an ``.npz`` file, resized, in chunks."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ValueError(f"start_observations {path} is not a readable .npz: {error}") from error
+    if "obs.npy" not in names:
+        raise ValueError(
+            f"start_observations {path} has no 'obs' array (expected obs (N, H, W, 3) uint8)"
+        )
+    if "act.npy" in names:  # a full recording: stream it, never hold all of it
+        from elworld.data.episodes import iter_frames
+
+        yield from iter_frames(path, chunk=START_CHUNK, height=height, width=width)
+        return
+    with np.load(path, allow_pickle=False) as archive:
+        frames = archive["obs"]
+    yield from _array_frames(frames, f"start_observations {path} obs", height, width)
+
+
+def _array_frames(frames: object, name: str, height: int, width: int) -> Iterator[np.ndarray]:
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+        kind = frames.dtype if isinstance(frames, np.ndarray) else type(frames).__name__
+        raise ValueError(f"{name} must be a uint8 array of frames (N, H, W, 3), got {kind}")
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N, H, W, 3) with N >= 1, got {frames.shape}")
+    for start in range(0, len(frames), START_CHUNK):
+        yield resize_frames(frames[start : start + START_CHUNK], height, width)
+
+
+def iter_start_frames(
+    start_observations: str | Path | np.ndarray | None,
+    root: Path | None,
+    height: int,
+    width: int,
+) -> Iterator[np.ndarray]:
+    """Chunks ``(n, height, width, 3)`` uint8 of the frames episodes start from.
+
+    ``start_observations`` is an ``.npz`` path (its ``obs`` array) or a uint8
+    array ``(N, H, W, 3)`` of any size; ``None`` means ``<root>/start_frames.npz``.
+
+    Raises:
+        FileNotFoundError: the file (or the default start bank) does not exist.
+        ValueError: the frames are not uint8 ``(N, H, W, 3)``.
+    """
+    if isinstance(start_observations, np.ndarray):
+        yield from _array_frames(start_observations, "start_observations", height, width)
+        return
+    if start_observations is None:
+        path = root / START_FRAMES_FILE if root is not None else None
+        if path is None or not path.is_file():
+            where = f"{path} does not exist" if path is not None else "no checkpoints root"
+            raise FileNotFoundError(
+                f"no start frames: {where}. Pass start_observations=<an .npz recording or a "
+                "uint8 array (N, H, W, 3) of real frames> to reset the dream from"
+            )
+    elif isinstance(start_observations, str | os.PathLike):
+        path = Path(start_observations).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"start_observations file {path} does not exist")
+    else:
+        raise ValueError(
+            "start_observations must be an .npz path or a uint8 array (N, H, W, 3), "
+            f"got {type(start_observations).__name__}"
+        )
+    yield from _npz_frames(path, height, width)

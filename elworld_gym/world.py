@@ -1,0 +1,358 @@
+"""The batched dream: vision + memory models stepping N worlds at once.
+
+``DreamWorld`` is the one core behind ``DreamEnv`` (N = 1) and
+``DreamVectorEnv`` (N envs): both envs only validate, count steps and shape
+Gymnasium's return values, so the step logic exists once.
+
+It holds
+
+- the vision model (tokens <-> frames) and the memory model (next tokens),
+  checked to fit each other;
+- the start bank: real frames encoded ONCE into tokens ``[S, T]``;
+- each env's token history ``[N, K, T]`` (oldest first, last = current frame;
+  ``K = context_frames`` of the memory model);
+- one ``torch.Generator`` for all sampling, seeded by the envs' ``reset``;
+- a cache of decoded frames, so an rgb observation and a render of the same
+  step share one decode.
+
+``step`` runs ONE memory pass for all stepped envs and ``decode`` ONE batched
+vision pass for the envs whose frame is not cached; nothing is decoded until
+someone asks for a frame. All model work runs under ``torch.inference_mode()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from elworld.frames import frames_to_tensor, resize_frames, tensor_to_frames
+from elworld.model.common import check_models_fit
+from elworld.model.memory import MemoryModel
+from elworld.model.vision import VisionModel
+from elworld_gym.loading import iter_start_frames, resolve_checkpoints
+
+logger = logging.getLogger(__name__)
+
+OBS_TYPES = ("rgb", "tokens")
+# An env whose end head says more than this has terminated.
+END_THRESHOLD = 0.5
+
+Indices = Sequence[int] | np.ndarray | None
+
+
+@dataclass
+class DreamStep:
+    """What ``DreamWorld.step`` returns for the ``n`` stepped envs.
+
+    ``reward`` and ``end_prob`` are zeros when the memory model has no such head.
+    """
+
+    tokens: torch.Tensor  # (n, T) int64, on the world's device
+    reward: np.ndarray  # (n,) float32
+    end_prob: np.ndarray  # (n,) float32
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class DreamWorld:
+    """N dream worlds stepped together by one memory model and one vision model.
+
+    Args:
+        vision: the VQ-VAE (frames <-> tokens), in eval mode.
+        memory: the next-frame transformer; its ``vocab_size`` and grid must
+            match the vision model's codebook and grid (else ``ValueError``).
+        start_frames: chunks of real uint8 frames ``(n, H, W, 3)`` at the vision
+            model's image size (one consecutive recording), encoded once into
+            the start bank.
+        num_envs: N, the number of worlds.
+        temperature, top_k, sampling_steps: passed to ``MemoryModel.sample``
+            (``temperature=0`` takes the argmax).
+        names: how error messages name the two checkpoints.
+    """
+
+    def __init__(
+        self,
+        vision: VisionModel,
+        memory: MemoryModel,
+        start_frames: Iterable[np.ndarray],
+        *,
+        num_envs: int = 1,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        sampling_steps: int = 1,
+        names: tuple[str, str] = ("(not from a file)", "(not from a file)"),
+    ) -> None:
+        check_sampling_args(temperature, top_k, sampling_steps)
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        check_models_fit(vision.config, memory.config, names[0], names[1])
+        devices = {next(model.parameters()).device for model in (vision, memory)}
+        if len(devices) != 1:
+            raise ValueError(f"vision and memory models must be on one device, got {devices}")
+        self.vision = vision.eval()
+        self.memory = memory.eval()
+        self.device = next(memory.parameters()).device
+        self.num_envs = num_envs
+        self.temperature = float(temperature)
+        self.top_k = top_k
+        self.sampling_steps = sampling_steps
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(0)
+        self.bank = self._encode_bank(start_frames)  # (S, T)
+        K, T = self.context_frames, self.tokens_per_frame
+        # Every env starts at the first bank frame until an env resets it.
+        with torch.inference_mode():
+            self.history = self.start_stacks(np.zeros(num_envs, dtype=np.int64))  # (N, K, T)
+        self._frames: np.ndarray | None = None  # (N, H, W, 3) decoded-frame cache
+        self._cached = np.zeros(num_envs, dtype=bool)
+        assert self.history.shape == (num_envs, K, T)
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        checkpoints: str | Path | None = None,
+        *,
+        vision: str | Path | None = None,
+        memory: str | Path | None = None,
+        start_observations: str | Path | np.ndarray | None = None,
+        num_envs: int = 1,
+        device: str | torch.device | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        sampling_steps: int = 1,
+    ) -> DreamWorld:
+        """Load the models (see ``loading.resolve_checkpoints``) and encode the start bank."""
+        check_sampling_args(temperature, top_k, sampling_steps)
+        paths = resolve_checkpoints(checkpoints, vision, memory)
+        device = torch.device(device) if device is not None else default_device()
+        vision_model = VisionModel.from_checkpoint(paths.vision, device=device)
+        memory_model = MemoryModel.from_checkpoint(paths.memory, device=device)
+        vc = vision_model.config
+        frames = iter_start_frames(start_observations, paths.root, vc.image_height, vc.image_width)
+        return cls(
+            vision_model,
+            memory_model,
+            frames,
+            num_envs=num_envs,
+            temperature=temperature,
+            top_k=top_k,
+            sampling_steps=sampling_steps,
+            names=(str(paths.vision), str(paths.memory)),
+        )
+
+    # ------------------------------------------------------------ properties
+    @property
+    def context_frames(self) -> int:
+        """K: frames the memory model sees, the current one included."""
+        return self.memory.config.context_frames
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """``(grid_height, grid_width)`` of a frame's tokens."""
+        return self.vision.config.grid_height, self.vision.config.grid_width
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """T: tokens per frame."""
+        return self.vision.config.tokens_per_frame
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(H, W, 3)`` of a decoded frame."""
+        return self.vision.config.image_height, self.vision.config.image_width, 3
+
+    @property
+    def codebook_size(self) -> int:
+        """Number of distinct tokens."""
+        return self.vision.config.codebook_size
+
+    @property
+    def action_dim(self) -> int:
+        """Keys per action."""
+        return self.memory.config.action_dim
+
+    @property
+    def has_reward_head(self) -> bool:
+        """Whether the memory model predicts rewards."""
+        return bool(self.memory.config.reward_head)
+
+    @property
+    def has_end_head(self) -> bool:
+        """Whether the memory model predicts episode ends."""
+        return bool(self.memory.config.end_head)
+
+    @property
+    def num_start_frames(self) -> int:
+        """S: frames in the start bank."""
+        return self.bank.shape[0]
+
+    def observation_space(self, obs_type: str) -> spaces.Box:
+        """One env's observation space: a frame for ``"rgb"``, the token grid for ``"tokens"``."""
+        if obs_type == "rgb":
+            return spaces.Box(0, 255, self.image_shape, np.uint8)
+        if obs_type == "tokens":
+            return spaces.Box(0, self.codebook_size - 1, self.grid_shape, np.int64)
+        raise ValueError(f"obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
+
+    def action_space(self) -> spaces.MultiBinary:
+        """One env's action space: one 0/1 entry per key."""
+        return spaces.MultiBinary(self.action_dim)
+
+    # ------------------------------------------------------------- encoding
+    @torch.inference_mode()
+    def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """Tokens ``(n, T)`` of uint8 frames ``(n, H, W, 3)`` of any size."""
+        height, width, _ = self.image_shape
+        frames = resize_frames(frames, height, width)  # (n, H, W, 3)
+        tokens = self.vision.encode(frames_to_tensor(frames, device=self.device))  # (n, gh, gw)
+        return tokens.reshape(len(frames), -1)  # (n, T)
+
+    def _encode_bank(self, start_frames: Iterable[np.ndarray]) -> torch.Tensor:
+        chunks = [self.encode_frames(chunk) for chunk in start_frames]
+        if not chunks or sum(len(c) for c in chunks) == 0:
+            raise ValueError("the start bank is empty: start_observations holds no frames")
+        bank = torch.cat(chunks)  # (S, T)
+        logger.debug("encoded %d start frames", bank.shape[0])
+        return bank
+
+    def sample_start_indices(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """``count`` bank indices drawn with ``rng``; each has K - 1 earlier frames if possible."""
+        low = min(self.context_frames - 1, self.num_start_frames - 1)
+        return rng.integers(low, self.num_start_frames, size=count)
+
+    @torch.inference_mode()
+    def start_stacks(self, indices: np.ndarray) -> torch.Tensor:
+        """Token stacks ``(n, K, T)`` ending at bank frames ``indices`` (the first frame repeats)."""
+        K = self.context_frames
+        ends = torch.as_tensor(np.asarray(indices), dtype=torch.long, device=self.device)
+        offsets = torch.arange(-K + 1, 1, device=self.device)  # (K,)
+        rows = (ends[:, None] + offsets[None, :]).clamp_(min=0)  # (n, K)
+        return self.bank[rows]  # (n, K, T)
+
+    def encode_observation(
+        self, observation: object, name: str = 'options["observation"]'
+    ) -> torch.Tensor:
+        """Token stack ``(K, T)`` of a real frame ``(H, W, 3)`` or stack ``(k, H, W, 3)``, k <= K.
+
+        A stack shorter than K is padded by repeating its oldest frame.
+
+        Raises:
+            ValueError: not uint8, or not shaped ``(H, W, 3)`` / ``(k, H, W, 3)``.
+        """
+        K = self.context_frames
+        expected = "a uint8 frame (H, W, 3)" + (
+            f" or a stack of 1..{K} frames (k, H, W, 3), oldest first" if K > 1 else ""
+        )
+        if not isinstance(observation, np.ndarray):
+            raise ValueError(f"{name} must be {expected}, got {type(observation).__name__}")
+        if observation.dtype != np.uint8:
+            raise ValueError(f"{name} must be {expected}, got dtype {observation.dtype}")
+        stack = observation[None] if observation.ndim == 3 else observation
+        bad_stack = stack.ndim != 4 or not 1 <= stack.shape[0] <= K
+        if bad_stack or stack.shape[-1] != 3 or 0 in stack.shape:
+            raise ValueError(f"{name} must be {expected}, got shape {observation.shape}")
+        tokens = self.encode_frames(stack)  # (k, T)
+        pad = tokens[:1].expand(K - len(tokens), -1)  # (K - k, T)
+        return torch.cat([pad, tokens])  # (K, T)
+
+    # -------------------------------------------------------------- dynamics
+    def seed(self, seed: int) -> None:
+        """Seed the generator all sampling draws from."""
+        self.generator.manual_seed(int(seed))
+
+    def _index(self, indices: Indices) -> np.ndarray:
+        if indices is None:
+            return np.arange(self.num_envs)
+        index = np.asarray(indices, dtype=np.int64).reshape(-1)
+        assert index.size == 0 or (index.min() >= 0 and index.max() < self.num_envs)
+        return index
+
+    @torch.inference_mode()
+    def reset_envs(self, indices: Indices, stacks: torch.Tensor) -> None:
+        """Set the history of envs ``indices`` to token stacks ``(n, K, T)``."""
+        index = self._index(indices)
+        assert stacks.shape == (len(index), self.context_frames, self.tokens_per_frame)
+        self.history[torch.as_tensor(index, device=self.device)] = stacks.to(self.device)
+        self._cached[index] = False
+
+    @torch.inference_mode()
+    def step(self, actions: np.ndarray, indices: Indices = None) -> DreamStep:
+        """Advance envs ``indices`` (default: all) by one frame in ONE memory pass.
+
+        ``actions``: validated 0/1 array ``(n, action_dim)``, one row per stepped env.
+        """
+        index = self._index(indices)
+        assert actions.shape == (len(index), self.action_dim)
+        rows = torch.as_tensor(index, device=self.device)
+        history = self.history[rows]  # (n, K, T)
+        context = history[:, :-1] if self.context_frames > 1 else None  # (n, K-1, T)
+        action = torch.as_tensor(actions, device=self.device).float()  # (n, A)
+        sample = self.memory.sample(
+            history[:, -1],
+            action,
+            context,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            steps=self.sampling_steps,
+            generator=self.generator,
+        )
+        tokens = sample.tokens.long()  # (n, T)
+        self.history[rows] = torch.cat([history[:, 1:], tokens[:, None]], dim=1)  # (n, K, T)
+        self._cached[index] = False
+        return DreamStep(
+            tokens=tokens,
+            reward=sample.reward.float().cpu().numpy(),
+            end_prob=sample.end_prob.float().cpu().numpy(),
+        )
+
+    # ------------------------------------------------------------ observing
+    def tokens(self, indices: Indices = None) -> np.ndarray:
+        """Current token grids ``(n, gh, gw)`` int64 (a new array)."""
+        index = self._index(indices)
+        current = self.history[torch.as_tensor(index, device=self.device), -1]  # (n, T)
+        return current.cpu().numpy().reshape(len(index), *self.grid_shape)  # (n, gh, gw)
+
+    @torch.inference_mode()
+    def decode(self, indices: Indices = None) -> np.ndarray:
+        """Current frames ``(n, H, W, 3)`` uint8 (a new array).
+
+        Decodes, in one batched vision pass, only the envs whose current frame
+        is not cached yet.
+        """
+        index = self._index(indices)
+        if self._frames is None:
+            self._frames = np.zeros((self.num_envs, *self.image_shape), dtype=np.uint8)
+        stale = np.unique(index[~self._cached[index]])
+        if stale.size:
+            rows = torch.as_tensor(stale, device=self.device)
+            grids = self.history[rows, -1].view(len(stale), *self.grid_shape)  # (n, gh, gw)
+            self._frames[stale] = tensor_to_frames(self.vision.decode(grids))  # (n, H, W, 3)
+            self._cached[stale] = True
+        return self._frames[index]  # fancy indexing: a copy
+
+    def observations(self, obs_type: str, indices: Indices = None) -> np.ndarray:
+        """Observations of envs ``indices``: frames for ``"rgb"``, token grids for ``"tokens"``."""
+        return self.decode(indices) if obs_type == "rgb" else self.tokens(indices)
+
+
+def check_sampling_args(temperature: float, top_k: int | None, sampling_steps: int) -> None:
+    """Raise ``ValueError`` naming the argument when a sampling setting is invalid."""
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or temperature < 0:
+        raise ValueError(f"temperature must be a number >= 0 (0 = argmax), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+    if (
+        isinstance(sampling_steps, bool)
+        or not isinstance(sampling_steps, int)
+        or sampling_steps < 1
+    ):
+        raise ValueError(f"sampling_steps must be a positive int, got {sampling_steps!r}")
