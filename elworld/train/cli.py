@@ -141,7 +141,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = vision.add_argument_group(
         "architecture (ignored with --resume: the checkpoint's config is used)"
     )
-    group.add_argument("--width", type=int, default=64, help="conv channels (default: %(default)s)")
+    group.add_argument("--width", type=int, default=16, help="conv channels at 1/2 resolution, doubling per further downsample (default: %(default)s)")
     group.add_argument(
         "--res-blocks",
         type=int,
