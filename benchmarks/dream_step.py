@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import resource
 import time
 from dataclasses import dataclass, fields
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from common import matmul_peak, synchronize
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -87,11 +87,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return args
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def rss_mib() -> float:
     """Current resident set size (``/proc/self/statm``; peak RSS where unavailable)."""
     try:
@@ -141,21 +136,6 @@ def memory_pass_flops(env: DreamEnv | DreamVectorEnv, num_envs: int) -> int:
     with counter:
         world.step(actions)
     return int(counter.get_total_flops())
-
-
-def matmul_peak(size: int, device: torch.device, repeats: int = 5) -> float:
-    """Best FLOP/s of a ``size x size`` float32 matmul on ``device``."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    a @ b  # warm-up
-    best = math.inf
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        a @ b
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
 
 
 # --------------------------------------------------------- IRIS-style baseline

@@ -1,0 +1,145 @@
+"""Training throughput of the vision and memory models, as shares of the matmul peak.
+
+One run measures, on the same machine and device:
+
+1. the machine's float32 matmul peak (best of a few large matmuls);
+2. vision (VQ-VAE) training: frames/s at a batch size, and the FLOP/s that
+   implies (FLOPs of one training step counted with ``torch.utils.flop_counter``:
+   forward and backward) as a share of the peak;
+3. memory (transformer) training: samples/s and its share of the peak.
+
+Batches are random data of the real shapes (192x256 frames, 768-token grids):
+the cost of a step does not depend on the pixel values.
+
+    python benchmarks/train_throughput.py
+    python benchmarks/train_throughput.py --vision-width 24 --n-embd 128 --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from common import matmul_peak, synchronize
+from torch.utils.flop_counter import FlopCounterMode
+
+from elworld.model.memory import MemoryConfig, MemoryModel
+from elworld.model.vision import VisionConfig, VisionModel
+from elworld.train.distributed import resolve_device
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
+    parser.add_argument(
+        "--steps", type=int, default=8, help="timed training steps per model (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--vision-batch", type=int, default=16, help="vision batch size (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--vision-width",
+        type=int,
+        default=VisionConfig.width,
+        help="VisionConfig.width (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--memory-batch", type=int, default=8, help="memory batch size (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--n-embd",
+        type=int,
+        default=MemoryConfig.n_embd,
+        help="MemoryConfig.n_embd (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--n-layer",
+        type=int,
+        default=MemoryConfig.n_layer,
+        help="MemoryConfig.n_layer (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--matmul-size",
+        type=int,
+        default=2048,
+        help="side of the peak-measuring matmul (default: %(default)s)",
+    )
+    return parser.parse_args(argv)
+
+
+def vision_batch(batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+    return {"frames": torch.randint(0, 256, (batch, 192, 256, 3), dtype=torch.uint8, device=device)}
+
+
+def memory_batch(batch: int, config: MemoryConfig, device: torch.device) -> dict[str, torch.Tensor]:
+    T, K = config.tokens_per_frame, config.context_frames
+    ones = torch.ones(batch, dtype=torch.bool, device=device)
+    return {
+        "context": torch.randint(0, config.vocab_size, (batch, K, T), device=device),
+        "action": (torch.rand(batch, config.action_dim, device=device) < 0.2).float(),
+        "target": torch.randint(0, config.vocab_size, (batch, T), device=device),
+        "has_target": ones,
+        "reward": torch.zeros(batch, device=device),
+        "done": torch.zeros(batch, device=device),
+        "has_reward": ones,
+        "has_done": ones,
+    }
+
+
+def train_rate(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], steps: int, device: torch.device
+) -> tuple[float, int]:
+    """Training steps per second (after one warm-up step) and the FLOPs of one step."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        loss = model.compute_loss(batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up (also initialises the VQ codebook)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return steps / (time.perf_counter() - start), int(counter.get_total_flops())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    peak = matmul_peak(args.matmul_size, device)
+    print(
+        f"device {device}, {torch.get_num_threads()} threads; matmul peak {peak / 1e9:,.1f} GFLOP/s (float32, {args.matmul_size}^2)"
+    )
+
+    vision = VisionModel(VisionConfig(width=args.vision_width)).to(device).train()
+    rate, flops = train_rate(vision, vision_batch(args.vision_batch, device), args.steps, device)
+    print(
+        f"vision  width {args.vision_width:>3}, batch {args.vision_batch:>3}: {rate * args.vision_batch:7.1f} frames/s, "
+        f"{flops / 1e9:6.1f} GFLOP/step, {rate * flops / peak:6.1%} of peak"
+    )
+
+    config = MemoryConfig(n_embd=args.n_embd, n_layer=args.n_layer)
+    memory = MemoryModel(config).to(device).train()
+    rate, flops = train_rate(
+        memory, memory_batch(args.memory_batch, config, device), args.steps, device
+    )
+    print(
+        f"memory  n_embd {args.n_embd:>3} x {args.n_layer} layers, batch {args.memory_batch:>3}: "
+        f"{rate * args.memory_batch:7.1f} samples/s, {flops / 1e9:6.1f} GFLOP/step, {rate * flops / peak:6.1%} of peak"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
