@@ -9,9 +9,8 @@ TORCH_SPEC ?= torch==2.13.0
 
 $(BIN)/elworld: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[dev,doom]"
+	$(BIN)/pip install --quiet -e ".[dev,doom,rl]"
 	touch $(BIN)/elworld
 
 venv: $(BIN)/elworld
