@@ -416,3 +416,22 @@ def test_from_checkpoint_round_trip(tmp_path) -> None:
     tokens, actions = random_inputs(2)
     with torch.no_grad():
         torch.testing.assert_close(loaded(tokens, actions).logits, model(tokens, actions).logits)
+
+
+def test_end_pos_weight_scales_the_loss_of_episode_ends() -> None:
+    tokens, actions = random_inputs(4)
+    batch = {
+        "context": tokens[:, None],
+        "action": actions,
+        "target": tokens,
+        "has_target": torch.zeros(4, dtype=torch.bool),  # heads only
+        "reward": torch.zeros(4),
+        "done": torch.ones(4),  # every row ends its episode
+        "has_reward": torch.zeros(4, dtype=torch.bool),
+        "has_done": torch.ones(4, dtype=torch.bool),
+    }
+    plain = tiny_model(seed=3).compute_loss(batch).metrics["end_bce"]
+    weighted = tiny_model(seed=3, end_pos_weight=5.0).compute_loss(batch).metrics["end_bce"]
+    assert weighted == pytest.approx(5.0 * plain, rel=1e-4)
+    with pytest.raises(ValueError, match="end_pos_weight"):
+        tiny_config(end_pos_weight=0.0)

@@ -98,6 +98,7 @@ class MemoryConfig:
     end_head: bool = True
     mask_schedule: str = "cosine"  # training mask ratio distribution for next-frame tokens
     head_loss_weight: float = 0.1  # weight of the reward / end losses next to the token loss
+    end_pos_weight: float = 1.0  # weight of episode-end positives in the end loss (ends are rare)
 
     def __post_init__(self) -> None:
         for name in (
@@ -119,6 +120,10 @@ class MemoryConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"MemoryConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if not self.end_pos_weight > 0.0:
+            raise ValueError(
+                f"MemoryConfig.end_pos_weight must be > 0, got {self.end_pos_weight!r}"
+            )
         if not self.head_loss_weight >= 0.0:
             raise ValueError(
                 f"MemoryConfig.head_loss_weight must be >= 0, got {self.head_loss_weight!r}"
@@ -471,7 +476,10 @@ class MemoryModel(nn.Module):
             rows = batch["has_done"].to(device=tokens.device, dtype=torch.bool)
             if bool(rows.any()):
                 done = batch["done"].to(out.end_logit.dtype)
-                end_bce = F.binary_cross_entropy_with_logits(out.end_logit[rows], done[rows])
+                pos_weight = out.end_logit.new_tensor(cfg.end_pos_weight)
+                end_bce = F.binary_cross_entropy_with_logits(
+                    out.end_logit[rows], done[rows], pos_weight=pos_weight
+                )
                 loss = loss + cfg.head_loss_weight * end_bce
                 metrics["end_bce"] = end_bce.item()
         metrics["loss"] = loss.item()

@@ -141,7 +141,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = vision.add_argument_group(
         "architecture (ignored with --resume: the checkpoint's config is used)"
     )
-    group.add_argument("--width", type=int, default=16, help="conv channels at 1/2 resolution, doubling per further downsample (default: %(default)s)")
+    group.add_argument(
+        "--width",
+        type=int,
+        default=16,
+        help="conv channels at 1/2 resolution, doubling per further downsample (default: %(default)s)",
+    )
     group.add_argument(
         "--res-blocks",
         type=int,
@@ -194,12 +199,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--n-head", type=int, default=4, help="attention heads (default: %(default)s)"
     )
     group.add_argument(
-        "--n-embd", type=int, default=256, help="embedding width (default: %(default)s)"
+        "--n-embd", type=int, default=128, help="embedding width (default: %(default)s)"
     )
     group.add_argument("--dropout", type=float, default=0.0, help="dropout (default: %(default)s)")
     group.add_argument("--no-reward-head", action="store_true", help="do not train a reward head")
     group.add_argument(
         "--no-end-head", action="store_true", help="do not train an episode-end head"
+    )
+    group.add_argument(
+        "--end-pos-weight",
+        type=float,
+        default=5.0,
+        help="weight of episode ends in the end-head loss; ends are rare, one per episode (default: %(default)s)",
     )
     memory.set_defaults(func=run_train_memory)
 
@@ -361,6 +372,7 @@ def run_train_memory(args: argparse.Namespace) -> int:
                 dropout=args.dropout,
                 reward_head=not args.no_reward_head,
                 end_head=not args.no_end_head,
+                end_pos_weight=args.end_pos_weight,
             ),
         )
         check_models_fit(vision_config, config, args.vision, args.out)
