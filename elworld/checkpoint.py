@@ -43,6 +43,8 @@ from safetensors.torch import load_file as _load_safetensors
 from safetensors.torch import save_file as _save_safetensors
 from torch import nn
 
+from elworld.atomic import atomic_path, atomic_write, fsync_dir
+
 logger = logging.getLogger(__name__)
 
 KINDS = ("vision", "memory", "control")
@@ -207,7 +209,7 @@ def recover_interrupted(parent: str | os.PathLike) -> list[Path]:
         if not target.exists():
             newest = entries.pop()
             os.rename(newest, target)
-            _fsync_dir(parent)
+            fsync_dir(parent)
             logger.warning("restored %s from an interrupted save (%s)", target, newest.name)
             restored.append(target)
         for entry in entries:
@@ -215,26 +217,8 @@ def recover_interrupted(parent: str | os.PathLike) -> list[Path]:
     return restored
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "r+b") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":
-        return  # directories cannot be opened for fsync on Windows
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+def _write_bytes(path: Path, data: bytes) -> None:  # one seam for the tests to fail writes
+    atomic_write(path, lambda handle: handle.write(data))
 
 
 def _publish(path: Path, fill: Callable[[Path], None]) -> Path:
@@ -250,7 +234,7 @@ def _publish(path: Path, fill: Callable[[Path], None]) -> Path:
         tmp.mkdir()
         try:
             fill(tmp)
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -264,7 +248,7 @@ def _publish(path: Path, fill: Callable[[Path], None]) -> Path:
                 os.rename(old, path)
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_dir(parent)
+        fsync_dir(parent)
         if had_old:
             shutil.rmtree(old, ignore_errors=True)
     return path
@@ -456,8 +440,8 @@ def save_checkpoint(
             if weights_dtype is not None and tensor.is_floating_point():
                 tensor = tensor.to(weights_dtype)
             tensors[name] = tensor.contiguous().clone()  # clone: no shared storage
-        _save_safetensors(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-        _fsync_file(folder / WEIGHTS_FILE)
+        with atomic_path(folder / WEIGHTS_FILE) as tmp:
+            _save_safetensors(tensors, str(tmp), metadata={"format": "pt"})
         _write_bytes(folder / CONFIG_FILE, _to_json({"kind": kind, **config_dict}))
         _write_bytes(folder / TRAINING_INFO_FILE, _to_json(info))
         _write_bytes(folder / README_FILE, readme.encode())
@@ -484,8 +468,8 @@ def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     def fill(folder: Path) -> None:
         for entry in src.iterdir():
             if entry.is_file():
-                shutil.copyfile(entry, folder / entry.name)
-                _fsync_file(folder / entry.name)
+                with atomic_path(folder / entry.name) as tmp:
+                    shutil.copyfile(entry, tmp)
 
     return _publish(dst, fill)
 
@@ -714,10 +698,10 @@ def migrate_checkpoints(root: str | os.PathLike, dry_run: bool = False) -> list[
         if not dry_run:
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.rename(entry, dst)
-            _fsync_dir(dst.parent)
+            fsync_dir(dst.parent)
         moves.append((entry, dst))
     if moves and not dry_run:
-        _fsync_dir(root)
+        fsync_dir(root)
     return moves
 
 

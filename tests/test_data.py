@@ -395,3 +395,23 @@ def test_cli_data_split_and_errors(
     assert [line.split("\t")[0] for line in lines].count("val") == 2
     assert main(["data", "info", str(tmp_path / "missing")]) == 1
     assert "missing" in capsys.readouterr().err
+
+
+def test_start_frames_bank_is_real_frames_from_the_training_split(tmp_path: Path) -> None:
+    from elworld.cli import main
+    from elworld.data.cli import sample_start_frames
+
+    rng = np.random.default_rng(0)
+    for i in range(4):  # every frame of episode i is filled with the value 10*i + t
+        obs = np.stack([np.full((48, 64, 3), 10 * i + t, np.uint8) for t in range(6)])
+        np.savez(tmp_path / f"ep_{i}.npz", obs=obs, act=rng.integers(0, 2, (6, 22), dtype=np.uint8))
+    paths = sorted(tmp_path.glob("*.npz"))
+    bank = sample_start_frames(paths, 10, seed=1)
+    assert bank.shape == (10, 192, 256, 3) and bank.dtype == np.uint8
+    values = {int(frame[0, 0, 0]) for frame in bank}
+    assert values <= {10 * i + t for i in range(4) for t in range(6)}
+    assert len(values) > 1  # spread over episodes / time, not one frame repeated
+    assert np.array_equal(bank, sample_start_frames(paths, 10, seed=1))
+    out = tmp_path / "bank.npz"
+    assert main(["data", "start-frames", str(tmp_path), "--out", str(out), "--count", "5"]) == 0
+    assert np.load(out)["obs"].shape == (5, 192, 256, 3)

@@ -2,7 +2,9 @@
 
 ``elworld data info DIR [--json]`` summarises the episodes (frames, resolutions,
 lengths, returns, how often each key is held, the train/val split);
-``elworld data split DIR`` lists which episodes go to train and which to val.
+``elworld data split DIR`` lists which episodes go to train and which to val;
+``elworld data start-frames DIR --out FILE`` writes a bank of real frames the
+dream env starts from.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from elworld.data.episodes import (
     find_episodes,
     inspect_episode,
+    iter_frames,
     read_labels,
     split_episodes,
 )
@@ -125,6 +128,40 @@ def _run_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def sample_start_frames(paths: list[Path], count: int, seed: int = 0) -> np.ndarray:
+    """``count`` real frames ``(count, 192, 256, 3)`` uint8 drawn from ``paths`` (seeded).
+
+    Frames are spread over episodes and over time within them, so a dream can
+    start anywhere the recordings went, not only from the first frame.
+    """
+    rng = np.random.default_rng(seed)
+    lengths = [inspect_episode(path).num_frames for path in paths]
+    episode_of = rng.choice(len(paths), size=count, replace=count > len(paths))
+    frames = []
+    for episode in sorted(set(episode_of.tolist())):
+        wanted = sorted(
+            rng.integers(0, lengths[episode], size=int(np.sum(episode_of == episode))).tolist()
+        )
+        start = 0
+        for chunk in iter_frames(paths[episode]):
+            frames.extend(chunk[t - start] for t in wanted if start <= t < start + len(chunk))
+            start += len(chunk)
+    return np.stack(frames)
+
+
+def _run_start_frames(args: argparse.Namespace) -> int:
+    from elworld.atomic import atomic_write
+
+    if args.count < 1:
+        raise ValueError(f"--count must be at least 1, got {args.count}")
+    paths = find_episodes(args.directory)
+    train, _ = split_episodes(paths, val_fraction=args.val_fraction, seed=args.seed)
+    frames = sample_start_frames(train, args.count, seed=args.seed)
+    atomic_write(args.out, lambda fp: np.savez_compressed(fp, obs=frames))
+    print(f"wrote {len(frames)} start frames from {len(train)} training episodes to {args.out}")
+    return 0
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "directory", metavar="DIR", help="folder of episode .npz files (searched recursively)"
@@ -163,6 +200,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_common(split)
     split.set_defaults(func=_run_split)
+    start = actions.add_parser(
+        "start-frames",
+        help="write a bank of real start frames for the dream env",
+        description="Draw real frames from the training split of DIR (seeded, spread over episodes and "
+        "time) and write them as an .npz with 'obs' (N, 192, 256, 3) uint8: the dream env's "
+        "start_observations, e.g. checkpoints/start_frames.npz.",
+    )
+    _add_common(start)
+    start.add_argument("--out", type=Path, required=True, help="output .npz file")
+    start.add_argument("--count", type=int, default=64, help="frames in the bank (default: 64)")
+    start.set_defaults(func=_run_start_frames)
 
     def _help(args: argparse.Namespace) -> int:
         parser.print_help()

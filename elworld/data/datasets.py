@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from elworld.atomic import atomic_path
 from elworld.data.episodes import DataError, inspect_episode, iter_frames, read_labels
 from elworld.frames import FRAME_HEIGHT, FRAME_WIDTH
 
@@ -56,17 +57,11 @@ def write_array_atomic(
     The array is written to a temporary file beside ``path`` and renamed into
     place only when complete, so a crash never leaves a half-written cache.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path, prefix=".", suffix=f".{os.getpid()}.tmp") as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         fill(array)
         array.flush()
         del array
-        with open(tmp, "rb+") as fp:
-            os.fsync(fp.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def prepare_frames(

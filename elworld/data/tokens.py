@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from elworld.atomic import atomic_path
 from elworld.data.datasets import cache_file, cached_array_ok, write_array_atomic
 from elworld.data.episodes import DataError, inspect_episode, iter_frames
 from elworld.frames import FRAME_HEIGHT, FRAME_WIDTH, frames_to_tensor
@@ -48,12 +49,8 @@ def read_manifest(cache_dir: str | Path) -> dict[str, Any] | None:
 
 def _write_manifest(cache_dir: Path, manifest: dict[str, Any]) -> None:
     path = cache_dir / MANIFEST_NAME
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fp:
+    with atomic_path(path, prefix=".", suffix=f".{os.getpid()}.tmp") as tmp, open(tmp, "w") as fp:
         json.dump(manifest, fp, indent=2)
-        fp.flush()
-        os.fsync(fp.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -27,6 +27,8 @@ from types import TracebackType
 import numpy as np
 from PIL import Image
 
+from elworld.atomic import atomic_replace
+
 logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -178,7 +180,7 @@ class VideoRecorder:
                 raise ValueError(f"cannot write video {self.path}: no frames were added")
             sink.finish()
             os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp made it private
-            os.replace(self._tmp, self.path)
+            atomic_replace(self._tmp, self.path)
         except BaseException:
             sink.abort()
             self._tmp.unlink(missing_ok=True)

@@ -14,22 +14,20 @@ episodes then shrink about 9x.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import errno
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
 import elworld
+from elworld.atomic import atomic_write
 from elworld.keys import NUM_KEYS
-
-TMP_PREFIX = ".tmp-"
 
 
 class RecordError(OSError):
@@ -107,36 +105,15 @@ def _save_arrays(fp: IO[bytes], arrays: dict[str, np.ndarray], compress: bool) -
     (np.savez_compressed if compress else np.savez)(fp, **arrays)
 
 
-def _fsync_dir(path: Path) -> None:
+def _write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """``atomic_write`` with ``OSError``s (a full disk...) turned into ``RecordError``."""
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. platforms that cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    """Call ``write(fp)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    tmp = path.with_name(TMP_PREFIX + path.name)
-    try:
-        with open(tmp, "wb") as fp:
-            write(fp)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(error, OSError) and not isinstance(error, RecordError):
-            reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror or error
-            raise RecordError(f"could not write {path}: {reason}") from error
+        atomic_write(path, write)
+    except RecordError:
         raise
-    _fsync_dir(path.parent)
+    except OSError as error:
+        reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror or error
+        raise RecordError(f"could not write {path}: {reason}") from error
 
 
 def write_episode(
