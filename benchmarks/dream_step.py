@@ -28,13 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import matmul_peak, synchronize
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from elworld.model.memory import MemoryConfig
 from elworld_gym.dream_env import DreamEnv
 from elworld_gym.vector_env import DreamVectorEnv
+
+from common import matmul_peak, synchronize
 
 
 @dataclass

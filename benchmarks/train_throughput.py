@@ -21,12 +21,13 @@ import argparse
 import time
 
 import torch
-from common import matmul_peak, synchronize
 from torch.utils.flop_counter import FlopCounterMode
 
 from elworld.model.memory import MemoryConfig, MemoryModel
 from elworld.model.vision import VisionConfig, VisionModel
 from elworld.train.distributed import resolve_device
+
+from common import matmul_peak, synchronize
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

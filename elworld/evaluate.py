@@ -53,14 +53,14 @@ def psnr(a: np.ndarray, b: np.ndarray, cap: float = PSNR_CAP) -> np.ndarray:
 
 def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-frame SSIM of uint8 frames ``(N, H, W, 3)`` (11x11 Gaussian window, sigma 1.5, channel mean)."""
-    x, y = frames_to_tensor(a).double(), frames_to_tensor(b).double()  # (N, 3, H, W)
-    coords = torch.arange(11, dtype=torch.float64) - 5
+    x, y = frames_to_tensor(a), frames_to_tensor(b)  # (N, 3, H, W)
+    coords = torch.arange(11, dtype=torch.float32) - 5
     g = torch.exp(-(coords**2) / (2 * 1.5**2))
     g = g / g.sum()
-    window = (g[:, None] * g[None, :]).expand(3, 1, 11, 11).contiguous()  # (3, 1, 11, 11)
+    rows, cols = g.view(1, 1, 11, 1).expand(3, 1, 11, 1), g.view(1, 1, 1, 11).expand(3, 1, 1, 11)
 
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, window, groups=3)
+    def blur(t: torch.Tensor) -> torch.Tensor:  # separable Gaussian, valid padding
+        return F.conv2d(F.conv2d(t, rows, groups=3), cols, groups=3)
 
     mu_x, mu_y = blur(x), blur(y)
     var_x = blur(x * x) - mu_x**2
@@ -70,7 +70,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     value = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
         (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
     )
-    return value.mean(dim=(1, 2, 3)).numpy()
+    return value.mean(dim=(1, 2, 3)).double().numpy()
 
 
 def precision_recall(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float | int]:
