@@ -435,3 +435,12 @@ def test_end_pos_weight_scales_the_loss_of_episode_ends() -> None:
     assert weighted == pytest.approx(5.0 * plain, rel=1e-4)
     with pytest.raises(ValueError, match="end_pos_weight"):
         tiny_config(end_pos_weight=0.0)
+
+
+def test_copy_gate_makes_an_untrained_model_keep_the_current_frame() -> None:
+    tokens, actions = random_inputs(2)
+    with torch.no_grad():
+        copying = tiny_model(seed=4).sample(tokens, actions, temperature=0.0).tokens
+        plain = tiny_model(seed=4, copy_gate=False).sample(tokens, actions, temperature=0.0).tokens
+    assert (copying == tokens).float().mean() > 0.95
+    assert (plain == tokens).float().mean() < 0.5

@@ -52,6 +52,12 @@ the action token's output and train only on rows whose ``has_reward`` /
 full weight the quickly learnt heads stalled the token loss of a tiny model for
 hundreds of steps (they dominate the shared trunk's early Adam updates).
 
+The copy gate. Most cells of the next frame keep their current token, so a
+per-cell gate (``copy_head``, a linear read-out of the cell's final hidden
+state) adds a logit bonus to the current token at that cell. The model starts
+out copying (bias ``COPY_GATE_INIT``) and learns where things change, instead
+of re-deriving every static token from scratch.
+
 How context gives motion. One frame cannot tell which way something moves; with
 ``context_frames = K`` the ``K - 1`` previous frames are summed into each cell's
 embedding, and attention compares a cell with its neighbours across frames, so
@@ -77,6 +83,8 @@ from torch import nn
 from elworld.model.common import LossOutput
 
 MASK_SCHEDULES = ("cosine", "linear", "full")
+# Initial copy-gate bonus (in logits) for keeping a cell's current token.
+COPY_GATE_INIT = 2.0
 # Fraction of training rows whose next frame is fully masked (the one-shot case).
 FULL_MASK_FRACTION = 0.5
 
@@ -99,6 +107,7 @@ class MemoryConfig:
     mask_schedule: str = "cosine"  # training mask ratio distribution for next-frame tokens
     head_loss_weight: float = 0.1  # weight of the reward / end losses next to the token loss
     end_pos_weight: float = 1.0  # weight of episode-end positives in the end loss (ends are rare)
+    copy_gate: bool = True  # a per-cell logit bonus for keeping the current token (see docstring)
 
     def __post_init__(self) -> None:
         for name in (
@@ -279,6 +288,7 @@ class MemoryModel(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(C)
         self.head = nn.Linear(C, V)
+        self.copy_head = nn.Linear(C, 1) if config.copy_gate else None
         self.reward_head = nn.Linear(C, 1) if config.reward_head else None
         self.end_head = nn.Linear(C, 1) if config.end_head else None
         self.apply(self._init_weights)
@@ -287,6 +297,8 @@ class MemoryModel(nn.Module):
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
         for param in (self.row_emb, self.col_emb):
             nn.init.normal_(param, mean=0.0, std=0.02)
+        if self.copy_head is not None:
+            nn.init.constant_(self.copy_head.bias, COPY_GATE_INIT)  # start out copying
         cos, sin = rotary_tables(config)
         self.register_buffer("rotary_cos", cos, persistent=False)  # (1 + T, R)
         self.register_buffer("rotary_sin", sin, persistent=False)  # (1 + T, R)
@@ -397,6 +409,10 @@ class MemoryModel(nn.Module):
             x = block(x, self.rotary_cos, self.rotary_sin)
         x = self.ln_f(x)  # (B, 1 + T, C)
         logits = self.head(x[:, 1:])  # (B, T, V)
+        if self.copy_head is not None:  # bonus on the current token's logit, decided per cell
+            logits = logits.scatter_add(
+                -1, tokens.unsqueeze(-1), self.copy_head(x[:, 1:]).to(logits.dtype)
+            )
         summary = x[:, 0]  # (B, C) action-token output
         reward = self.reward_head(summary).squeeze(-1) if self.reward_head is not None else None
         end_logit = self.end_head(summary).squeeze(-1) if self.end_head is not None else None
