@@ -339,11 +339,13 @@ def test_gym_make_without_prior_import(tiny_checkpoints: Path) -> None:
     assert result.stdout.split() == ["DreamEnv", "(8,", "8)", str(elworld_gym.MAX_EPISODE_STEPS)]
 
 
-def test_bundled_demo_checkpoint_smoke() -> None:
-    root = REPO / "checkpoints"
-    if not (best_model_dir(root, "vision").is_dir() and best_model_dir(root, "memory").is_dir()):
-        pytest.skip("bundled demo checkpoint not trained yet")
-    env = gym.make(ENV_ID, checkpoints=root, obs_type="tokens")
+def test_bundled_demo_checkpoint_dreams() -> None:
+    """The demo world in the repository loads and dreams real-size frames."""
+    env = gym.make(ENV_ID)  # defaults: the bundled checkpoints/ and its start frames
     obs, _ = env.reset(seed=0)
-    obs, reward, *_ = env.step(env.action_space.sample())
+    assert obs.shape == (192, 256, 3) and obs.dtype == np.uint8
+    for _ in range(3):
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     assert env.observation_space.contains(obs) and np.isfinite(reward)
+    assert info["tokens"].shape == (24, 32)
+    env.close()
