@@ -48,6 +48,13 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _write_episodes(tmp_path_factory.mktemp("data"))
 
 
+def _train_tiny_vision(data_dir: Path, out: Path, *extra: str) -> Path:
+    """Train a tiny vision model for one epoch; return its best_model folder."""
+    args = ["train", "vision", "--data", str(data_dir), "--out", str(out), "--epochs", "1"]
+    assert main([*args, *TINY_VISION, *TINY_RUN, *extra]) == 0
+    return checkpoint.best_model_dir(out, "vision")
+
+
 def _info(path: Path) -> dict:
     return json.loads((path / "training_info.json").read_text())
 
@@ -119,23 +126,7 @@ def test_resume_without_checkpoint_is_a_clear_error(
 
 def test_train_memory_on_vision_tokens(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "ckpt"
-    assert (
-        main(
-            [
-                "train",
-                "vision",
-                "--data",
-                str(data_dir),
-                "--out",
-                str(out),
-                "--epochs",
-                "1",
-                *TINY_VISION,
-                *TINY_RUN,
-            ]
-        )
-        == 0
-    )
+    _train_tiny_vision(data_dir, out)
     vision = checkpoint.best_model_dir(out, "vision")
     memory_args = ["train", "memory", "--data", str(data_dir), "--vision", str(vision), "--out", str(out), "--epochs", "2",
                    "--n-layer", "1", "--n-head", "2", "--n-embd", "16", *TINY_RUN]  # fmt: skip
@@ -148,25 +139,11 @@ def test_train_memory_on_vision_tokens(data_dir: Path, tmp_path: Path) -> None:
     assert {"val_token_acc", "val_end_bce", "val_reward_mse"} <= set(info["metrics"])
 
 
-def test_memory_with_misfit_vision_is_a_clear_error(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_memory_with_misfit_vision_is_a_clear_error(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "ckpt"
-    assert (
-        main(
-            [
-                "train",
-                "vision",
-                "--data",
-                str(data_dir),
-                "--out",
-                str(out),
-                "--epochs",
-                "1",
-                *TINY_VISION,
-                *TINY_RUN,
-            ]
-        )
-        == 0
-    )
+    _train_tiny_vision(data_dir, out)
     memory_args = ["train", "memory", "--data", str(data_dir), "--vision", str(checkpoint.best_model_dir(out, "vision")),
                    "--out", str(out), "--epochs", "1", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", *TINY_RUN]  # fmt: skip
     assert main(memory_args) == 0
