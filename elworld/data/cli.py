@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -101,22 +100,14 @@ def _format_info(summary: dict[str, Any]) -> str:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    try:
-        summary = summarize(args.directory, val_fraction=args.val_fraction, seed=args.seed)
-    except ValueError as error:  # DataError, or a bad --val-fraction
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    summary = summarize(args.directory, val_fraction=args.val_fraction, seed=args.seed)
     print(json.dumps(summary, indent=2) if args.json else _format_info(summary))
     return 0
 
 
 def _run_split(args: argparse.Namespace) -> int:
-    try:
-        paths = find_episodes(args.directory)
-        train, val = split_episodes(paths, val_fraction=args.val_fraction, seed=args.seed)
-    except ValueError as error:  # DataError, or a bad --val-fraction
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    paths = find_episodes(args.directory)
+    train, val = split_episodes(paths, val_fraction=args.val_fraction, seed=args.seed)
     if args.json:
         print(
             json.dumps({"train": [str(p) for p in train], "val": [str(p) for p in val]}, indent=2)
