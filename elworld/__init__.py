@@ -5,4 +5,6 @@ The package mirrors the pipeline: ``data`` (recordings) -> ``model.vision``
 ``elworld_gym`` (the dream environment) -> play, rollout and agents.
 """
 
+# The one source of the version: pyproject.toml reads it, `elworld --version` prints it and
+# every checkpoint records it in training_info.json ("elworld_version").
 __version__ = "0.1.0"

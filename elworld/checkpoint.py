@@ -43,6 +43,7 @@ from safetensors.torch import load_file as _load_safetensors
 from safetensors.torch import save_file as _save_safetensors
 from torch import nn
 
+from elworld import __version__
 from elworld.atomic import atomic_path, atomic_write, fsync_dir
 
 logger = logging.getLogger(__name__)
@@ -429,7 +430,11 @@ def save_checkpoint(
         raise ValueError(
             f"{type(config).__name__} has a field named 'kind', which config.json reserves"
         )
-    info = {**training_info, "saved_at": datetime.now(timezone.utc).astimezone().isoformat()}
+    info = {
+        **training_info,
+        "elworld_version": __version__,  # which code made this world
+        "saved_at": datetime.now(timezone.utc).astimezone().isoformat(),
+    }
     if readme is None:
         readme = _default_readme(kind, info, config, model)
 

@@ -11,6 +11,8 @@ import importlib
 import logging
 import sys
 
+from elworld import __version__
+
 # Modules that contribute subcommands, in the order ``--help`` lists them.
 COMMAND_MODULES = (
     "elworld.data.cli",  # data info
@@ -33,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"elworld {__version__}",
+        help="print the version (also recorded in each checkpoint's training_info.json) and exit",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

@@ -121,6 +121,16 @@ def test_round_trip_weights_config_and_training_state(tmp_path: Path) -> None:
     assert fresh_sched.last_epoch == scheduler.last_epoch
 
 
+def test_training_info_records_the_elworld_version(tmp_path: Path) -> None:
+    """Every checkpoint says which code made it: the same version `elworld --version` prints."""
+    import elworld
+
+    path = _save(tmp_path / "vision" / "best_model", _model())
+    info = json.loads((path / "training_info.json").read_text())
+    assert info["elworld_version"] == elworld.__version__
+    assert info["epoch"] == 1  # the caller's facts are kept beside it
+
+
 def test_trainer_state_restores_rng_streams(tmp_path: Path) -> None:
     random.seed(1)
     np.random.seed(1)
