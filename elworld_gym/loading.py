@@ -5,8 +5,12 @@ One place resolves the construction kwargs shared by ``DreamEnv`` and
 
 - ``resolve_checkpoints``: the vision and memory checkpoint folders, from
   explicit ``vision=`` / ``memory=`` folders, else a checkpoints root
-  (``checkpoints=``, else ``$ELWORLD_CHECKPOINTS``, else the repo's bundled
-  ``checkpoints/``) in the standard layout ``<root>/<kind>/best_model``.
+  (``checkpoints=``, else ``$ELWORLD_CHECKPOINTS``, else the bundled demo
+  world) in the standard layout ``<root>/<kind>/best_model``.
+- ``bundled_checkpoints_root``: where the bundled demo world is: the package
+  data ``elworld_gym/demo_world/`` of an installed wheel (``pyproject.toml``
+  maps the repository's ``checkpoints/`` there), else, in a checkout or an
+  editable install, the repository's top-level ``checkpoints/``.
 - ``iter_start_frames``: the real frames episodes start from, streamed in
   chunks and resized: an ``.npz`` recording, an array of frames, or by default
   ``<root>/start_frames.npz``.
@@ -26,7 +30,10 @@ from elworld.checkpoint import CheckpointError, best_model_dir
 from elworld.frames import resize_frames
 
 CHECKPOINTS_ENV_VAR = "ELWORLD_CHECKPOINTS"
-BUNDLED_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+# The demo world as package data of an installed wheel (inference files only).
+PACKAGED_CHECKPOINTS = Path(__file__).resolve().parent / "demo_world"
+# The demo world in a checkout (and an editable install): the repository's checkpoints/.
+CHECKOUT_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 START_FRAMES_FILE = "start_frames.npz"
 # Frames resized and encoded per chunk when building the start bank.
 START_CHUNK = 64
@@ -41,10 +48,18 @@ class CheckpointPaths:
     root: Path | None
 
 
+def bundled_checkpoints_root() -> Path:
+    """The bundled demo world's root: the installed package data, else the checkout's."""
+    return PACKAGED_CHECKPOINTS if PACKAGED_CHECKPOINTS.is_dir() else CHECKOUT_CHECKPOINTS
+
+
+BUNDLED_CHECKPOINTS = bundled_checkpoints_root()
+
+
 def default_checkpoints_root() -> Path:
-    """``$ELWORLD_CHECKPOINTS`` if set, else the repo's bundled ``checkpoints/`` folder."""
+    """``$ELWORLD_CHECKPOINTS`` if set, else the bundled demo world's root."""
     value = os.environ.get(CHECKPOINTS_ENV_VAR)
-    return Path(value).expanduser() if value else BUNDLED_CHECKPOINTS
+    return Path(value).expanduser() if value else bundled_checkpoints_root()
 
 
 def resolve_checkpoints(
@@ -55,8 +70,8 @@ def resolve_checkpoints(
     """Find the vision and memory checkpoint folders.
 
     Explicit ``vision`` / ``memory`` folders win; a missing one comes from the
-    root (``checkpoints``, else ``$ELWORLD_CHECKPOINTS``, else the bundled
-    ``checkpoints/``) as ``<root>/<kind>/best_model``.
+    root (``checkpoints``, else ``$ELWORLD_CHECKPOINTS``, else the bundled demo
+    world, see :func:`bundled_checkpoints_root`) as ``<root>/<kind>/best_model``.
 
     Raises:
         CheckpointError: a folder does not exist or lacks ``config.json``; the

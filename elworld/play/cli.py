@@ -66,7 +66,7 @@ def _add_dream_args(parser: argparse.ArgumentParser, seed: int | None) -> None:
         "--checkpoints",
         metavar="ROOT",
         help="checkpoints root holding vision/best_model and memory/best_model "
-        "(default: $ELWORLD_CHECKPOINTS, else the bundled checkpoints/)",
+        "(default: $ELWORLD_CHECKPOINTS, else the bundled demo world)",
     )
     parser.add_argument(
         "--temperature",
@@ -345,7 +345,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo_parser.add_argument(
         "--checkpoints",
         metavar="ROOT",
-        help="checkpoints root (default: $ELWORLD_CHECKPOINTS, else the bundled checkpoints/)",
+        help="checkpoints root (default: $ELWORLD_CHECKPOINTS, else the bundled demo world)",
     )
     demo_parser.add_argument(
         "--out", default=str(DEFAULT_VIDEO), help="video file without a display (%(default)s)"
