@@ -48,7 +48,7 @@ from elworld.atomic import atomic_path, atomic_write, fsync_dir
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("vision", "memory", "control")
+KINDS = ("vision", "memory", "control", "idm")
 BEST_MODEL = "best_model"
 WEIGHTS_FILE = "model.safetensors"
 LEGACY_WEIGHTS_FILE = "model.pth"
