@@ -213,6 +213,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="weight of episode ends in the end-head loss; ends are rare, one per episode (default: %(default)s)",
     )
     memory.set_defaults(func=run_train_memory)
+    from elworld.idm import register_train as register_idm  # elworld train idm
+
+    register_idm(models)
 
 
 def _parse_size(text: str) -> tuple[int, int]:
