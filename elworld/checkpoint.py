@@ -516,7 +516,9 @@ def load_config(path: str | os.PathLike, config_cls: type, *, kind: str | None =
     """Rebuild ``config_cls`` from a checkpoint's ``config.json``.
 
     ``kind`` (default ``config_cls.kind`` if it has one) must match the file's
-    ``"kind"``; every init field must be present and no unknown field may be.
+    ``"kind"``; no unknown field may be present, and every init field must be,
+    except fields with a default: those were added to the config after the
+    checkpoint was written, and their defaults keep the behaviour it was trained with.
     """
     file = _checkpoint_dir(path) / CONFIG_FILE
     if not file.is_file():
@@ -535,7 +537,12 @@ def load_config(path: str | os.PathLike, config_cls: type, *, kind: str | None =
     fields = dataclasses.fields(config_cls)
     init_names = {f.name for f in fields if f.init}
     unknown = sorted(set(data) - {f.name for f in fields})
-    missing = sorted(init_names - set(data))
+    has_default = {
+        f.name
+        for f in fields
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
+    missing = sorted(init_names - set(data) - has_default)
     if unknown or missing:
         parts = [
             f"unknown fields {unknown}" if unknown else "",
@@ -546,7 +553,7 @@ def load_config(path: str | os.PathLike, config_cls: type, *, kind: str | None =
         )
     hints = _field_hints(config_cls)
     kwargs = {}
-    for name in init_names:
+    for name in init_names & set(data):
         value = data[name]
         if typing.get_origin(hints.get(name)) is tuple and isinstance(value, list):
             value = tuple(value)  # JSON has no tuples

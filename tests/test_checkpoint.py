@@ -320,7 +320,6 @@ def _write_config(folder: Path, data: dict) -> Path:
     ("data", "pattern"),
     [
         ({"kind": "vision", "width": 4, "sizes": [2], "depth": 2}, r"unknown fields \['depth'\]"),
-        ({"kind": "vision", "width": 4}, r"missing fields \['sizes'\]"),
         ({"kind": "memory", "width": 4, "sizes": [2]}, "'memory' checkpoint, expected 'vision'"),
         (
             {"kind": "vision", "width": 0, "sizes": [2]},
@@ -426,3 +425,21 @@ def test_migrate_subcommand_and_script(tmp_path: Path) -> None:
 def test_migrate_main_reports_missing_root(tmp_path: Path, caplog) -> None:
     assert ckpt.migrate_main([str(tmp_path / "nope")]) == 1
     assert "does not exist" in caplog.text and str(tmp_path / "nope") in caplog.text
+
+
+@dataclass
+class RequiredConfig:
+    width: int  # no default: a checkpoint must state it
+    sizes: tuple[int, ...] = (2, 3)
+
+
+def test_load_config_requires_fields_without_default(tmp_path: Path) -> None:
+    file = _write_config(tmp_path / "c", {"kind": "vision", "sizes": [2]})
+    with pytest.raises(CheckpointError, match=r"missing fields \['width'\]") as info:
+        ckpt.load_config(tmp_path / "c", RequiredConfig, kind="vision")
+    assert str(file) in str(info.value)
+
+
+def test_load_config_fills_fields_added_later_with_their_defaults(tmp_path: Path) -> None:
+    _write_config(tmp_path / "c", {"kind": "vision", "width": 4})  # written before "sizes" existed
+    assert ckpt.load_config(tmp_path / "c", TinyConfig, kind="vision") == TinyConfig(width=4)
