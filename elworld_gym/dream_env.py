@@ -86,7 +86,12 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
     - ``render_mode``: ``None``, ``"rgb_array"`` or ``"human"`` (a pygame
       window, ``render_scale`` times the frame size, at 20 fps).
     - ``temperature`` (0 = argmax, deterministic), ``top_k``,
-      ``sampling_steps`` (MaskGIT refinement passes per frame): sampling.
+      ``sampling_steps`` (MaskGIT refinement passes per frame), ``guidance``
+      (classifier-free guidance scale on the keys, 1 = off; needs a memory
+      model trained with ``--action-dropout``): sampling.
+    - ``precision``: ``"bf16"`` (default) runs the memory model under bfloat16
+      autocast, ``"fp32"`` in full precision (argmax tokens agree on >= 99% of
+      cells; ``benchmarks/dream_step.py`` measures the speed).
     - ``max_episode_steps``: truncate after this many steps (None: never).
     - ``device``: torch device (default CUDA when available, else CPU).
     - ``reward_fn``: callable ``observation -> float``.
@@ -114,6 +119,8 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
         temperature: float = 1.0,
         top_k: int | None = None,
         sampling_steps: int = 1,
+        guidance: float = 1.0,
+        precision: str = "bf16",
         device: str | torch.device | None = None,
         reward_fn: RewardFn | None = None,
         render_scale: int = 3,
@@ -129,6 +136,8 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
             temperature=temperature,
             top_k=top_k,
             sampling_steps=sampling_steps,
+            guidance=guidance,
+            precision=precision,
         )
         self.obs_type = obs_type
         self.render_mode = render_mode

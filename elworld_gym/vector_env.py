@@ -73,6 +73,8 @@ class DreamVectorEnv(VectorEnv):
         temperature: float = 1.0,
         top_k: int | None = None,
         sampling_steps: int = 1,
+        guidance: float = 1.0,
+        precision: str = "bf16",
         device: str | torch.device | None = None,
         reward_fn: RewardFn | None = None,
         render_scale: int = 2,
@@ -88,6 +90,8 @@ class DreamVectorEnv(VectorEnv):
             temperature=temperature,
             top_k=top_k,
             sampling_steps=sampling_steps,
+            guidance=guidance,
+            precision=precision,
         )
         self.num_envs = num_envs
         self.obs_type = obs_type

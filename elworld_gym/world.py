@@ -32,7 +32,7 @@ import torch
 from gymnasium import spaces
 
 from elworld.frames import frames_to_tensor, resize_frames, tensor_to_frames
-from elworld.model.common import check_models_fit
+from elworld.model.common import autocast, check_models_fit, check_precision
 from elworld.model.memory import MemoryModel
 from elworld.model.vision import VisionModel
 from elworld_gym.loading import iter_start_frames, resolve_checkpoints
@@ -74,8 +74,12 @@ class DreamWorld:
             model's image size (one consecutive recording), encoded once into
             the start bank.
         num_envs: N, the number of worlds.
-        temperature, top_k, sampling_steps: passed to ``MemoryModel.sample``
-            (``temperature=0`` takes the argmax).
+        temperature, top_k, sampling_steps, guidance: passed to
+            ``MemoryModel.sample`` (``temperature=0`` takes the argmax;
+            ``guidance`` > 1 is classifier-free guidance on the keys).
+        precision: ``"bf16"`` runs the memory pass under bfloat16 autocast
+            (faster on CPUs with AVX-512 BF16 / AMX and on GPUs), ``"fp32"`` in
+            full precision.
         names: how error messages name the two checkpoints.
     """
 
@@ -89,9 +93,12 @@ class DreamWorld:
         temperature: float = 1.0,
         top_k: int | None = None,
         sampling_steps: int = 1,
+        guidance: float = 1.0,
+        precision: str = "bf16",
         names: tuple[str, str] = ("(not from a file)", "(not from a file)"),
     ) -> None:
-        check_sampling_args(temperature, top_k, sampling_steps)
+        check_sampling_args(temperature, top_k, sampling_steps, guidance)
+        check_precision(precision)
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         check_models_fit(vision.config, memory.config, names[0], names[1])
@@ -105,6 +112,8 @@ class DreamWorld:
         self.temperature = float(temperature)
         self.top_k = top_k
         self.sampling_steps = sampling_steps
+        self.guidance = float(guidance)
+        self.precision = precision
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(0)
         self.bank = self._encode_bank(start_frames)  # (S, T)
@@ -129,9 +138,11 @@ class DreamWorld:
         temperature: float = 1.0,
         top_k: int | None = None,
         sampling_steps: int = 1,
+        guidance: float = 1.0,
+        precision: str = "bf16",
     ) -> DreamWorld:
         """Load the models (see ``loading.resolve_checkpoints``) and encode the start bank."""
-        check_sampling_args(temperature, top_k, sampling_steps)
+        check_sampling_args(temperature, top_k, sampling_steps, guidance)
         paths = resolve_checkpoints(checkpoints, vision, memory)
         device = torch.device(device) if device is not None else default_device()
         vision_model = VisionModel.from_checkpoint(paths.vision, device=device)
@@ -146,6 +157,8 @@ class DreamWorld:
             temperature=temperature,
             top_k=top_k,
             sampling_steps=sampling_steps,
+            guidance=guidance,
+            precision=precision,
             names=(str(paths.vision), str(paths.memory)),
         )
 
@@ -296,15 +309,17 @@ class DreamWorld:
         history = self.history[rows]  # (n, K, T)
         context = history[:, :-1] if self.context_frames > 1 else None  # (n, K-1, T)
         action = torch.as_tensor(actions, device=self.device).float()  # (n, A)
-        sample = self.memory.sample(
-            history[:, -1],
-            action,
-            context,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            steps=self.sampling_steps,
-            generator=self.generator,
-        )
+        with autocast(self.device, self.precision):
+            sample = self.memory.sample(
+                history[:, -1],
+                action,
+                context,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                steps=self.sampling_steps,
+                guidance=self.guidance,
+                generator=self.generator,
+            )
         tokens = sample.tokens.long()  # (n, T)
         self.history[rows] = torch.cat([history[:, 1:], tokens[:, None]], dim=1)  # (n, K, T)
         self._cached[index] = False
@@ -344,8 +359,12 @@ class DreamWorld:
         return self.decode(indices) if obs_type == "rgb" else self.tokens(indices)
 
 
-def check_sampling_args(temperature: float, top_k: int | None, sampling_steps: int) -> None:
+def check_sampling_args(
+    temperature: float, top_k: int | None, sampling_steps: int, guidance: float = 1.0
+) -> None:
     """Raise ``ValueError`` naming the argument when a sampling setting is invalid."""
+    if isinstance(guidance, bool) or not isinstance(guidance, int | float) or guidance < 0:
+        raise ValueError(f"guidance must be a number >= 0 (1 = off), got {guidance!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or temperature < 0:
         raise ValueError(f"temperature must be a number >= 0 (0 = argmax), got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):

@@ -444,3 +444,101 @@ def test_copy_gate_makes_an_untrained_model_keep_the_current_frame() -> None:
         plain = tiny_model(seed=4, copy_gate=False).sample(tokens, actions, temperature=0.0).tokens
     assert (copying == tokens).float().mean() > 0.95
     assert (plain == tokens).float().mean() < 0.5
+
+
+# ------------------------------------------- axial, AdaLN, guidance, context noise
+
+CONTROL = dict(attention="axial", adaln=True, action_dropout=0.2, context_noise=0.2)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("attention", "sparse"), ("action_dropout", 1.0), ("context_noise", -0.1)]
+)
+def test_config_rejects_bad_control_fields(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        tiny_config(**{field: value})
+
+
+@pytest.mark.parametrize("attention", ["full", "axial"])
+def test_control_options_give_shapes_and_gradients(attention: str) -> None:
+    model = tiny_model(**{**CONTROL, "attention": attention, "context_frames": 2}).train()
+    batch = shift_toy(8, torch.Generator().manual_seed(0))
+    batch["context"] = batch["context"].repeat(1, 2, 1)  # (B, 2, T)
+    loss = model.compute_loss(batch).loss
+    loss.backward()
+    assert math.isfinite(loss.item())
+    assert model.null_action.grad is not None and model.null_action.grad.abs().sum() > 0
+    assert model.noise_emb.weight.grad is not None
+    assert all(block.ada.weight.grad.abs().sum() > 0 for block in model.blocks)
+    model.eval()
+    tokens, actions = batch["context"][:, -1], batch["action"]
+    sample = model.sample(tokens, actions, batch["context"][:, :-1], guidance=3.0)
+    assert sample.tokens.shape == (8, T) and sample.end_prob.shape == (8,)
+
+
+def test_adaln_starts_as_the_plain_block() -> None:
+    plain, modulated = tiny_model(seed=3), tiny_model(seed=3, adaln=True)
+    tokens, actions = random_inputs(4)
+    state = {k: v for k, v in modulated.state_dict().items() if ".ada." not in k}
+    plain.load_state_dict(state, strict=True)
+    torch.testing.assert_close(modulated(tokens, actions).logits, plain(tokens, actions).logits)
+
+
+def test_guidance_needs_action_dropout() -> None:
+    model = tiny_model()
+    tokens, actions = random_inputs(2)
+    with pytest.raises(ValueError, match="action_dropout"):
+        model.sample(tokens, actions, guidance=2.0)
+    with pytest.raises(ValueError, match="action_dropout"):
+        model(tokens, actions, drop_action=torch.ones(2, dtype=torch.bool))
+
+
+def test_guidance_one_is_the_plain_conditional_pass() -> None:
+    model = tiny_model(action_dropout=0.5)
+    tokens, actions = random_inputs(3)
+    plain = model.sample(tokens, actions, temperature=0).tokens
+    assert torch.equal(model.sample(tokens, actions, temperature=0, guidance=1.0).tokens, plain)
+    assert model.sample(tokens, actions, guidance=4.0, temperature=0).tokens.shape == plain.shape
+
+
+def test_axial_adaln_learns_the_action_dependent_shift() -> None:
+    torch.manual_seed(0)
+    model = train(MemoryModel(tiny_config(**CONTROL)), shift_toy, steps=300, seed=1)
+    batch = shift_toy(256, torch.Generator().manual_seed(97))
+    predicted = model.sample(batch["context"][:, -1], batch["action"], temperature=0).tokens
+    assert (predicted == batch["target"]).float().mean() >= 0.95
+
+
+def test_bf16_argmax_agrees_with_fp32(shift_model: MemoryModel) -> None:
+    batch = shift_toy(64, torch.Generator().manual_seed(96))
+    tokens, actions = batch["context"][:, -1], batch["action"]
+    full = shift_model.sample(tokens, actions, temperature=0).tokens
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = shift_model.sample(tokens, actions, temperature=0).tokens
+    assert (half == full).float().mean() >= 0.99
+
+
+def test_sampler_draws_from_the_softmax() -> None:
+    logits = torch.tensor([[[0.0, 1.0, 2.0, -1.0]]]).expand(1, 4000, 4).contiguous()
+    g = torch.Generator().manual_seed(0)
+    sampled, prob = MemoryModel._draw(logits, 1.0, g)
+    expected = logits[0, 0].softmax(-1)
+    counts = torch.bincount(sampled.flatten(), minlength=4).float() / sampled.numel()
+    assert torch.allclose(counts, expected, atol=0.03)
+    torch.testing.assert_close(prob[0], expected[sampled[0]])
+    hot, _ = MemoryModel._draw(logits, 0.25, g)  # colder: the top token dominates
+    assert (hot == 2).float().mean() > 0.95
+
+
+def test_old_checkpoint_without_new_fields_loads(tmp_path) -> None:
+    import json
+
+    model = tiny_model()
+    folder = tmp_path / "memory" / "best_model"
+    save_checkpoint(folder, model=model, config=model.config, training_info={})
+    config = json.loads((folder / "config.json").read_text())
+    for name in ("attention", "adaln", "action_dropout", "context_noise"):
+        del config[name]
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = MemoryModel.from_checkpoint(folder)
+    assert loaded.config == model.config

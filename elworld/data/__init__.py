@@ -18,6 +18,8 @@ from elworld.data.episodes import (
     read_dones,
     read_labels,
     read_rewards,
+    read_sidecar,
+    recording_provenance,
     shard_episodes,
     split_episodes,
 )
@@ -39,6 +41,8 @@ __all__ = [
     "read_labels",
     "read_manifest",
     "read_rewards",
+    "read_sidecar",
+    "recording_provenance",
     "shard_episodes",
     "split_episodes",
 ]

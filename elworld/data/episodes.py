@@ -10,13 +10,14 @@ holds a whole episode in memory.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -300,3 +301,40 @@ def shard_episodes(paths: Sequence[str | Path], rank: int, world_size: int) -> l
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
     return sorted(Path(p) for p in paths)[rank::world_size]
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """The JSON sidecar written beside a recording (``<name>.json``), or ``{}`` when absent/unreadable."""
+    sidecar = Path(path).with_suffix(".json")
+    try:
+        data = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# Sidecar facts that say where a world's data came from (recorded in training_info.json).
+PROVENANCE_FIELDS = ("source", "scenario", "frame_skip", "policy", "keys")
+GAME_TICS_PER_SECOND = 35  # ViZDoom
+
+
+def recording_provenance(episodes: list[Path]) -> dict[str, Any]:
+    """Where recordings came from, from their sidecars: each field's single value or sorted values.
+
+    Adds ``steps_per_second`` (35 game tics / frame skip) when one frame skip
+    is shared by all episodes of a ViZDoom recording; a field no sidecar has is left out.
+    """
+    found: dict[str, set[str]] = {}
+    for path in episodes:
+        sidecar = read_sidecar(path)
+        for name in PROVENANCE_FIELDS:
+            if name in sidecar:
+                found.setdefault(name, set()).add(json.dumps(sidecar[name], sort_keys=True))
+    info: dict[str, Any] = {}
+    for name in PROVENANCE_FIELDS:
+        if name in found:
+            values = [json.loads(v) for v in sorted(found[name])]
+            info[name] = values[0] if len(values) == 1 else values
+    if isinstance(info.get("frame_skip"), int) and info.get("source") == "vizdoom":
+        info["steps_per_second"] = GAME_TICS_PER_SECOND / info["frame_skip"]
+    return info

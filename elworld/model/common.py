@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+PRECISIONS = ("bf16", "fp32")
 
 
 @dataclass
@@ -40,3 +43,22 @@ def check_models_fit(
             f"vision checkpoint {vision_path} and memory model {memory_path} do not fit: "
             + "; ".join(problems)
         )
+
+
+def check_precision(precision: str, name: str = "precision") -> str:
+    """Return ``precision`` if it is one of ``PRECISIONS``, else raise ``ValueError`` naming ``name``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{name} must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` (CPU or CUDA) for ``precision="bf16"``; a no-op for ``"fp32"``.
+
+    Matmuls, convolutions and attention then run in bfloat16 while reductions
+    such as softmax, LayerNorm and the losses stay in float32 (PyTorch's
+    autocast op lists).
+    """
+    device_type = torch.device(device).type
+    enabled = check_precision(precision) == "bf16" and device_type in ("cpu", "cuda")
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=enabled)

@@ -64,10 +64,35 @@ embedding, and attention compares a cell with its neighbours across frames, so
 velocity is representable. Without a history (episode start), ``forward`` uses
 copies of the current frame: a still scene.
 
+Axial attention (``attention="axial"``). Full attention over 769 positions
+costs ``L^2`` per layer and dominates the pass on a CPU. Axial blocks attend
+along each row (32 cells) and then along each column (24 cells), as Genie's
+spatial blocks factorise attention: two hops reach every cell, the attention
+FLOPs drop ~14x, and a horizontal scroll (strafing) is one row attention. There
+is no prefix token then: the reward / end heads read the mean cell output plus
+the conditioning vector.
+
+Conditioning at every layer (``adaln=True``). The action (and the context-noise
+level, below) is embedded once into a vector ``c`` that sets a per-block scale
+and shift of every LayerNorm (AdaLN, as DiT / DIAMOND condition on the noise
+level), zero-initialised so training starts from the plain block.
+
+Classifier-free guidance (``action_dropout > 0``). Training replaces the action
+of that share of rows by a learned "no action given" embedding; sampling with
+``guidance=g`` then mixes ``uncond + g * (cond - uncond)`` logits (two passes
+in one batch), which sharpens what the keys change (GameNGen, Genie 2).
+
+Context noise (``context_noise > 0``). A dream feeds the model its own samples,
+so training corrupts each row's context tokens (current frame included) with
+random tokens at a rate drawn from ``[0, context_noise]`` and tells the model
+the rate (embedded into ``c``), as GameNGen's noise augmentation does against
+drift; sampling uses rate 0.
+
 Cost per sample. ``steps`` forward passes over ``tokens_per_frame + 1``
 positions: ``O(steps * n_layer * (L^2 * n_embd + L * n_embd^2))`` with
-``L = 769`` for the default grid; independent of ``context_frames`` apart from
-the embedding lookups.
+``L = 769`` for the default grid (``L * (H + W) * n_embd`` attention with axial
+blocks); independent of ``context_frames`` apart from the embedding lookups;
+twice that with guidance.
 """
 
 from __future__ import annotations
@@ -83,6 +108,7 @@ from torch import nn
 from elworld.model.common import LossOutput
 
 MASK_SCHEDULES = ("cosine", "linear", "full")
+ATTENTIONS = ("full", "axial")
 # Initial copy-gate bonus (in logits) for keeping a cell's current token.
 COPY_GATE_INIT = 2.0
 # Fraction of training rows whose next frame is fully masked (the one-shot case).
@@ -108,6 +134,10 @@ class MemoryConfig:
     head_loss_weight: float = 0.1  # weight of the reward / end losses next to the token loss
     end_pos_weight: float = 1.0  # weight of episode-end positives in the end loss (ends are rare)
     copy_gate: bool = True  # a per-cell logit bonus for keeping the current token (see docstring)
+    attention: str = "full"  # "full" over all cells, or "axial" (rows then columns)
+    adaln: bool = False  # condition every block's LayerNorms on the action (AdaLN)
+    action_dropout: float = 0.0  # share of training rows without action (enables guidance)
+    context_noise: float = 0.0  # max share of context tokens replaced by random ones in training
 
     def __post_init__(self) -> None:
         for name in (
@@ -137,6 +167,15 @@ class MemoryConfig:
             raise ValueError(
                 f"MemoryConfig.head_loss_weight must be >= 0, got {self.head_loss_weight!r}"
             )
+        if self.attention not in ATTENTIONS:
+            raise ValueError(
+                f"MemoryConfig.attention must be one of {ATTENTIONS}, got {self.attention!r}"
+            )
+        for name in ("action_dropout", "context_noise"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(
+                    f"MemoryConfig.{name} must be in [0, 1), got {getattr(self, name)!r}"
+                )
         if self.mask_schedule not in MASK_SCHEDULES:
             raise ValueError(
                 f"MemoryConfig.mask_schedule must be one of {MASK_SCHEDULES}, "
@@ -208,6 +247,29 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat([rotated, rest], dim=-1)
 
 
+def rotary_table_1d(
+    length: int, head_size: int, base: float = 100.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """1D rotary tables ``cos, sin`` of shape ``(length, R)``, ``R = 2 * (head_size // 2)``."""
+    half = head_size // 2
+    freqs = base ** (-torch.arange(half, dtype=torch.float32) / max(half, 1))  # (R/2,)
+    angles = torch.arange(length, dtype=torch.float32)[:, None] * freqs  # (length, R/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (length, R)
+    return angles.cos(), angles.sin()
+
+
+def _split_heads(t: torch.Tensor, n_head: int) -> torch.Tensor:
+    """``(..., L, C)`` -> ``(..., nh, L, hs)``."""
+    *lead, L, C = t.shape
+    return t.view(*lead, L, n_head, C // n_head).transpose(-3, -2)
+
+
+def _merge_heads(t: torch.Tensor) -> torch.Tensor:
+    """``(..., nh, L, hs)`` -> ``(..., L, C)``."""
+    *lead, nh, L, hs = t.shape
+    return t.transpose(-3, -2).reshape(*lead, L, nh * hs)
+
+
 class SelfAttention(nn.Module):
     """Multi-head bidirectional self-attention with 2D rotary positions."""
 
@@ -221,15 +283,39 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, L, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, L, C)
-        q = q.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, L, hs)
-        k = k.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, L, hs)
-        v = v.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, L, hs)
+        q, k, v = (
+            _split_heads(t, self.n_head) for t in self.qkv(x).split(C, dim=2)
+        )  # (B, nh, L, hs)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         dropout_p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # (B, nh, L, hs)
-        y = y.transpose(1, 2).contiguous().view(B, L, C)  # (B, L, C)
-        return self.resid_dropout(self.proj(y))
+        return self.resid_dropout(self.proj(_merge_heads(y)))  # (B, L, C)
+
+
+class AxialAttention(nn.Module):
+    """Self-attention along the last-but-one axis of ``(B, A, L, C)``: each of the A lines alone.
+
+    The attention matrices are small (``L`` = 24 or 32), so they are computed
+    explicitly: on a CPU that beats the fused kernel's per-sequence overhead.
+    """
+
+    def __init__(self, config: MemoryConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        C = x.shape[-1]
+        q, k, v = (
+            _split_heads(t, self.n_head) for t in self.qkv(x).split(C, dim=-1)
+        )  # (B, A, nh, L, hs)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, A, nh, L, L)
+        y = self.attn_dropout(scores.softmax(dim=-1)) @ v  # (B, A, nh, L, hs)
+        return self.resid_dropout(self.proj(_merge_heads(y)))  # (B, A, L, C)
 
 
 class MLP(nn.Module):
@@ -246,18 +332,52 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block."""
+    """Pre-LayerNorm transformer block: full attention, or row then column attention (axial).
+
+    With ``adaln`` every LayerNorm output is scaled and shifted per sample by a
+    projection of the conditioning vector ``cond`` ``(B, C)`` (zero at init).
+    """
 
     def __init__(self, config: MemoryConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd)
-        self.attn = SelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd)
+        C = config.n_embd
+        self.axial = config.attention == "axial"
+        Attention = AxialAttention if self.axial else SelfAttention
+        self.ln_1 = nn.LayerNorm(C)
+        self.attn = Attention(config)  # full, or along rows when axial
+        self.ln_col = nn.LayerNorm(C) if self.axial else None
+        self.attn_col = Attention(config) if self.axial else None  # along columns
+        self.ln_2 = nn.LayerNorm(C)
         self.mlp = MLP(config)
+        norms = 3 if self.axial else 2
+        self.ada = nn.Linear(C, 2 * C * norms) if config.adaln else None
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cos, sin)
-        return x + self.mlp(self.ln_2(x))
+    def _modulate(self, y: torch.Tensor, mods: tuple[torch.Tensor, ...], i: int) -> torch.Tensor:
+        """``y * (1 + scale_i) + shift_i`` with ``mods`` from ``ada`` (identity without AdaLN)."""
+        if not mods:
+            return y
+        return y * (1 + mods[2 * i]) + mods[2 * i + 1]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rotary: list[tuple[torch.Tensor, torch.Tensor]],
+        cond: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``x``: ``(B, 1 + T, C)`` (full) or ``(B, H, W, C)`` (axial); ``cond``: ``(B, C)``."""
+        mods: tuple[torch.Tensor, ...] = ()
+        if self.ada is not None and cond is not None:
+            shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (-1,)  # broadcast over positions
+            mods = tuple(
+                m.reshape(shape)
+                for m in self.ada(F.silu(cond)).chunk(self.ada.out_features // x.shape[-1], dim=-1)
+            )
+        x = x + self.attn(self._modulate(self.ln_1(x), mods, 0), *rotary[0])
+        if self.attn_col is not None:  # columns: attend along H
+            y = self._modulate(self.ln_col(x), mods, 1).transpose(1, 2)  # (B, W, H, C)
+            x = x + self.attn_col(y, *rotary[1]).transpose(1, 2)  # (B, H, W, C)
+        last = 2 if self.axial else 1
+        return x + self.mlp(self._modulate(self.ln_2(x), mods, last))
 
 
 class MemoryModel(nn.Module):
@@ -282,8 +402,14 @@ class MemoryModel(nn.Module):
         self.next_emb = nn.Embedding(V + 1, C)  # last row = MASK
         self.row_emb = nn.Parameter(torch.zeros(config.grid_height, C))
         self.col_emb = nn.Parameter(torch.zeros(config.grid_width, C))
-        self.action_emb = nn.Linear(config.action_dim, C)
-        self.action_token_emb = nn.Linear(config.action_dim, C)  # the prefix action token
+        self.action_emb = nn.Linear(config.action_dim, C)  # the conditioning vector c
+        # The prefix action token (full attention only; axial blocks have no prefix).
+        self.action_token_emb = (
+            nn.Linear(config.action_dim, C) if config.attention == "full" else None
+        )
+        # "No action given" (classifier-free guidance), replacing c and the prefix token.
+        self.null_action = nn.Parameter(torch.zeros(C)) if config.action_dropout > 0 else None
+        self.noise_emb = nn.Linear(1, C) if config.context_noise > 0 else None  # noise rate -> c
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(C)
@@ -299,9 +425,22 @@ class MemoryModel(nn.Module):
             nn.init.normal_(param, mean=0.0, std=0.02)
         if self.copy_head is not None:
             nn.init.constant_(self.copy_head.bias, COPY_GATE_INIT)  # start out copying
-        cos, sin = rotary_tables(config)
-        self.register_buffer("rotary_cos", cos, persistent=False)  # (1 + T, R)
-        self.register_buffer("rotary_sin", sin, persistent=False)  # (1 + T, R)
+        for block in self.blocks:  # AdaLN starts as the identity
+            if block.ada is not None:
+                nn.init.zeros_(block.ada.weight)
+                nn.init.zeros_(block.ada.bias)
+        if config.attention == "full":
+            cos, sin = rotary_tables(config)
+            self.register_buffer("rotary_cos", cos, persistent=False)  # (1 + T, R)
+            self.register_buffer("rotary_sin", sin, persistent=False)  # (1 + T, R)
+        else:
+            head_size = C // config.n_head
+            cos, sin = rotary_table_1d(config.grid_width, head_size)
+            self.register_buffer("rotary_cos", cos, persistent=False)  # (W, hs): along a row
+            self.register_buffer("rotary_sin", sin, persistent=False)
+            cos, sin = rotary_table_1d(config.grid_height, head_size)
+            self.register_buffer("rotary_cos_col", cos, persistent=False)  # (H, hs): a column
+            self.register_buffer("rotary_sin_col", sin, persistent=False)
         if context_offsets := config.context_frames - 1:
             self.register_buffer(
                 "context_offsets",
@@ -376,6 +515,9 @@ class MemoryModel(nn.Module):
         actions: torch.Tensor,
         context: torch.Tensor | None = None,
         next_tokens: torch.Tensor | None = None,
+        *,
+        drop_action: torch.Tensor | None = None,
+        noise_rate: torch.Tensor | None = None,
     ) -> MemoryOutput:
         """Logits for the next frame's tokens.
 
@@ -383,7 +525,11 @@ class MemoryModel(nn.Module):
         multi-hot. ``context``: int ``[B, context_frames - 1, T]`` previous frames,
         oldest first; ``None`` means a still scene (copies of ``tokens``).
         ``next_tokens``: int ``[B, T]`` known next tokens with ``mask_id`` where
-        unknown; ``None`` means all unknown (one-shot).
+        unknown; ``None`` means all unknown (one-shot). ``drop_action``: bool
+        ``[B]``, rows that get the "no action given" embedding instead (needs
+        ``action_dropout > 0``). ``noise_rate``: float ``[B]``, the share of
+        context tokens known to be corrupted (needs ``context_noise > 0``;
+        ``None`` = 0).
         """
         self._check_inputs(tokens, actions, context, next_tokens)
         B, T = tokens.shape
@@ -400,20 +546,42 @@ class MemoryModel(nn.Module):
         x = x + self.next_emb(next_tokens.long())  # (B, T, C)
         pos = (self.row_emb[:, None, :] + self.col_emb[None, :, :]).view(T, -1)  # (T, C)
         actions = actions.to(x.dtype)
-        action = self.action_emb(actions).unsqueeze(1)  # (B, 1, C)
-        x = x + pos + action  # (B, T, C)
-        prefix = self.action_token_emb(actions).unsqueeze(1)  # (B, 1, C)
-        x = torch.cat([prefix, x], dim=1)  # (B, 1 + T, C)
-        x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, self.rotary_cos, self.rotary_sin)
-        x = self.ln_f(x)  # (B, 1 + T, C)
-        logits = self.head(x[:, 1:])  # (B, T, V)
+        cond = self.action_emb(actions)  # (B, C)
+        prefix = self.action_token_emb(actions) if self.action_token_emb is not None else None
+        if drop_action is not None:
+            if self.null_action is None:
+                raise ValueError("drop_action needs a model trained with action_dropout > 0")
+            dropped = drop_action.to(device=x.device, dtype=torch.bool).view(B, 1)
+            cond = torch.where(dropped, self.null_action.to(cond.dtype), cond)
+            if prefix is not None:
+                prefix = torch.where(dropped, self.null_action.to(prefix.dtype), prefix)
+        if self.noise_emb is not None:
+            rate = noise_rate if noise_rate is not None else x.new_zeros(B)
+            cond = cond + self.noise_emb(rate.to(x.dtype).view(B, 1))  # (B, C)
+        x = self.drop(x + pos + cond.unsqueeze(1))  # (B, T, C)
+        adaln = cond if cfg.adaln else None
+        if cfg.attention == "full":
+            x = torch.cat([prefix.unsqueeze(1), x], dim=1)  # (B, 1 + T, C)
+            rotary = [(self.rotary_cos, self.rotary_sin)]
+            for block in self.blocks:
+                x = block(x, rotary, adaln)
+            x = self.ln_f(x)  # (B, 1 + T, C)
+            cells, summary = x[:, 1:], x[:, 0]  # (B, T, C), (B, C) action-token output
+        else:
+            x = x.view(B, cfg.grid_height, cfg.grid_width, -1)  # (B, H, W, C)
+            rotary = [
+                (self.rotary_cos, self.rotary_sin),
+                (self.rotary_cos_col, self.rotary_sin_col),
+            ]
+            for block in self.blocks:
+                x = block(x, rotary, adaln)
+            cells = self.ln_f(x.reshape(B, T, -1))  # (B, T, C)
+            summary = cells.mean(dim=1) + cond  # (B, C)
+        logits = self.head(cells)  # (B, T, V)
         if self.copy_head is not None:  # bonus on the current token's logit, decided per cell
             logits = logits.scatter_add(
-                -1, tokens.unsqueeze(-1), self.copy_head(x[:, 1:]).to(logits.dtype)
+                -1, tokens.unsqueeze(-1), self.copy_head(cells).to(logits.dtype)
             )
-        summary = x[:, 0]  # (B, C) action-token output
         reward = self.reward_head(summary).squeeze(-1) if self.reward_head is not None else None
         end_logit = self.end_head(summary).squeeze(-1) if self.end_head is not None else None
         return MemoryOutput(logits=logits, reward=reward, end_logit=end_logit)
@@ -451,8 +619,15 @@ class MemoryModel(nn.Module):
                 f"batch['context'] must have shape (B, context_frames={cfg.context_frames}, "
                 f"{cfg.tokens_per_frame}), got {tuple(frames.shape)}"
             )
+        B, T = frames.shape[0], frames.shape[2]
+        drop_action = noise_rate = None
+        if self.training and cfg.action_dropout > 0:  # rows trained without their action
+            drop_action = torch.rand(B, device=frames.device) < cfg.action_dropout
+        if self.training and cfg.context_noise > 0:  # corrupt the context, say how much
+            noise_rate = torch.rand(B, device=frames.device) * cfg.context_noise  # (B,)
+            corrupt = torch.rand(frames.shape, device=frames.device) < noise_rate.view(B, 1, 1)
+            frames = torch.where(corrupt, torch.randint_like(frames, cfg.vocab_size), frames)
         tokens, context = frames[:, -1], frames[:, :-1]  # (B, T), (B, K-1, T)
-        B, T = tokens.shape
         has_target = batch["has_target"].to(device=tokens.device, dtype=torch.bool)
         # Rows without a next frame may hold any filler: replace it before the range check.
         target = batch["target"]
@@ -468,7 +643,12 @@ class MemoryModel(nn.Module):
         next_tokens = torch.where(masked, torch.full_like(target, self.mask_id), target)
 
         out = self(
-            tokens, batch["action"], context if cfg.context_frames > 1 else None, next_tokens
+            tokens,
+            batch["action"],
+            context if cfg.context_frames > 1 else None,
+            next_tokens,
+            drop_action=drop_action,
+            noise_rate=noise_rate,
         )
         scored = masked & has_target.unsqueeze(1)  # (B, T)
         if bool(scored.any()):
@@ -502,6 +682,59 @@ class MemoryModel(nn.Module):
         return LossOutput(loss=loss, metrics=metrics)
 
     # ---------------------------------------------------------------- sampling
+    def _logits(
+        self,
+        tokens: torch.Tensor,
+        actions: torch.Tensor,
+        context: torch.Tensor | None,
+        next_tokens: torch.Tensor,
+        guidance: float,
+    ) -> tuple[torch.Tensor, MemoryOutput]:
+        """Float logits ``(B, T, V)``, guided when ``guidance != 1``, and the conditional output."""
+        if guidance == 1.0:
+            out = self(tokens, actions, context, next_tokens)
+            return out.logits.float(), out
+        B = tokens.shape[0]
+        both = self(  # one batch: B conditional rows, then B rows without the action
+            tokens.repeat(2, 1),
+            actions.repeat(2, 1),
+            context.repeat(2, 1, 1) if context is not None else None,
+            next_tokens.repeat(2, 1),
+            drop_action=torch.arange(2 * B, device=tokens.device) >= B,
+        )
+        cond, uncond = both.logits.float().split(B)  # 2 x (B, T, V)
+        out = MemoryOutput(
+            logits=cond,
+            reward=both.reward[:B] if both.reward is not None else None,
+            end_logit=both.end_logit[:B] if both.end_logit is not None else None,
+        )
+        return uncond + guidance * (cond - uncond), out
+
+    @staticmethod
+    def _draw(
+        logits: torch.Tensor, temperature: float, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token per cell from float ``logits`` ``(B, T, V)`` and its probability ``(B, T)``.
+
+        Inverse-CDF sampling: one exp and one cumulative sum per cell and a
+        single uniform number per cell (Gumbel-max needs V uniforms and two
+        logs per cell, ~3x the time on a CPU). ``temperature=0``: the argmax.
+        """
+        if temperature == 0:
+            sampled = logits.argmax(dim=-1)  # (B, T)
+            weights = (logits - logits.amax(dim=-1, keepdim=True)).exp()  # (B, T, V)
+        else:
+            scaled = logits / temperature
+            weights = (scaled - scaled.amax(dim=-1, keepdim=True)).exp_()  # (B, T, V), max 1
+            cdf = weights.cumsum(dim=-1)  # (B, T, V)
+            device = generator.device if generator is not None else logits.device
+            u = torch.rand((*logits.shape[:-1], 1), generator=generator, device=device)
+            u = u.to(logits.device) * cdf[..., -1:]  # (B, T, 1) in [0, total)
+            sampled = torch.searchsorted(cdf, u).clamp_(max=logits.shape[-1] - 1).squeeze(-1)
+        total = weights.sum(dim=-1)  # (B, T)
+        prob = weights.gather(-1, sampled.unsqueeze(-1)).squeeze(-1) / total  # (B, T)
+        return sampled, prob
+
     @torch.no_grad()
     def sample(
         self,
@@ -512,14 +745,17 @@ class MemoryModel(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         steps: int = 1,
+        guidance: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> MemorySample:
         """Sample the next frame in ``steps`` forward passes (MaskGIT-style refinement).
 
         ``temperature=0`` takes the argmax (deterministic); ``top_k`` keeps the k
-        most likely tokens per cell; all randomness comes from ``generator``.
-        ``steps`` is capped at ``tokens_per_frame``. The reward and episode-end
-        probability come from the last pass.
+        most likely tokens per cell; ``guidance`` is the classifier-free
+        guidance scale (1 = off; needs a model trained with ``action_dropout``);
+        all randomness comes from ``generator``. ``steps`` is capped at
+        ``tokens_per_frame``. The reward and episode-end probability come from
+        the last (conditional) pass.
         """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -527,6 +763,11 @@ class MemoryModel(nn.Module):
             raise ValueError(f"top_k must be a positive integer or None, got {top_k}")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
+        if guidance != 1.0 and self.null_action is None:
+            raise ValueError(
+                f"guidance={guidance} needs a memory model trained with action_dropout > 0; "
+                "this one was not (use guidance=1)"
+            )
         self._check_inputs(tokens, actions, context, None)
         T, V = self.config.tokens_per_frame, self.config.vocab_size
         steps = min(steps, T)
@@ -536,24 +777,14 @@ class MemoryModel(nn.Module):
             # Cells known after this step: cosine schedule, at least one new per step.
             masked_after = math.floor(T * math.cos(math.pi / 2 * step / steps))
             target_known = min(max(T - masked_after, known_count + 1), T - (steps - step))
-            out = self(tokens, actions, context, next_tokens)
-            logits = out.logits.float()  # (B, T, V)
+            logits, out = self._logits(tokens, actions, context, next_tokens, guidance)
             if top_k is not None and top_k < V:
                 kth = logits.topk(top_k, dim=-1).values[..., -1:]  # (B, T, 1)
                 logits = logits.masked_fill(logits < kth, float("-inf"))
-            if temperature == 0:
-                sampled = logits.argmax(dim=-1)  # (B, T)
-                scaled = logits
-            else:
-                scaled = logits / temperature
-                device = generator.device if generator is not None else scaled.device
-                u = torch.rand(scaled.shape, generator=generator, device=device)
-                u = u.to(scaled.device).clamp_(min=1e-20)  # uniform in (0, 1)
-                sampled = (scaled - torch.log(-torch.log(u))).argmax(dim=-1)  # Gumbel-max
+            sampled, confidence = self._draw(logits, temperature, generator)  # (B, T) each
             if target_known >= T:
                 next_tokens = torch.where(next_tokens == self.mask_id, sampled, next_tokens)
                 break
-            confidence = scaled.softmax(dim=-1).gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
             known = next_tokens != self.mask_id  # (B, T)
             confidence = confidence.masked_fill(known, float("inf"))
             commit = confidence.topk(target_known, dim=1).indices  # (B, target_known)

@@ -2,7 +2,7 @@
 
 A model plugs in through ``compute_loss(batch) -> LossOutput``. The loop owns
 what every run needs: seeded per-epoch data order, AdamW with warm-up and
-cosine decay, bf16 autocast on CUDA, gradient clipping, validation each epoch,
+cosine decay, bf16 autocast (``precision``, CPU and CUDA), gradient clipping, validation each epoch,
 atomic epoch checkpoints, ``best_model`` replaced on lower validation loss,
 pruning to the last K epochs, and ``--resume`` from optimizer, scheduler,
 epoch and RNG state. Under ``torchrun`` it wraps the model in DDP; every rank
@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from elworld import checkpoint
+from elworld.model.common import autocast
 from elworld.train.distributed import DistInfo, all_reduce_min, all_reduce_sum, barrier
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class TrainConfig:
     num_workers: int = 0
     keep_last: int | None = 3  # epoch checkpoints to keep (None: all)
     resume: bool = False
-    amp: bool = True  # bf16 autocast on CUDA
+    precision: str = "bf16"  # "bf16": autocast matmuls to bfloat16 (CPU and CUDA); "fp32": off
     time_limit_min: float | None = None  # stop after the epoch in which this many minutes pass
     info: dict[str, Any] = field(default_factory=dict)  # extra facts for training_info.json
 
@@ -97,8 +98,7 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
-    enabled = cfg.amp and device.type == "cuda"
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+    return autocast(device, cfg.precision)
 
 
 def _take(loader: DataLoader, limit: int | None) -> Iterator[dict[str, torch.Tensor]]:
