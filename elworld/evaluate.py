@@ -13,7 +13,10 @@ Reports, as JSON, a markdown table and a PNG plot of PSNR against horizon:
   empirical distribution of actions in the evaluated episodes, so they stay
   in the model's input distribution;
 - reward / episode-end heads when present: precision and recall (a reward
-  "event" is ``|r| > reward_threshold``), and the reward MSE.
+  "event" is ``|r| > reward_threshold``), and the reward MSE;
+- with an inverse-dynamics model (``elworld.idm``, trained on real training
+  episodes): a controllability score blur cannot fool, the IDM's macro-F1 over
+  the keys it names (see ``evaluate``).
 
 PSNR is per frame on uint8 RGB, capped at 50 dB so identical frames cannot
 swamp a mean, then averaged over frames.
@@ -36,6 +39,8 @@ from tqdm import tqdm
 
 from elworld.data import find_episodes, iter_frames, read_labels
 from elworld.frames import frames_to_tensor, tensor_to_frames
+from elworld.idm import InverseDynamicsModel, check_frame_skip, macro_f1, predict_keys
+from elworld.keys import KEY_INDEX, KEY_NAMES
 from elworld.model.common import check_models_fit
 
 logger = logging.getLogger(__name__)
@@ -98,6 +103,9 @@ class EvalConfig:
     sampling_steps: int = 1
     reward_threshold: float = 0.5
     seed: int = 0
+    idm_horizon: int = 16  # dream steps per start that the IDM scores
+    # The dream env's default temperature: the action effect lives in the sampled dream.
+    idm_temperature: float = 1.0
 
 
 class _Stats:
@@ -143,6 +151,72 @@ def _contexts(tokens: torch.Tensor, steps: np.ndarray, k: int) -> torch.Tensor:
     return tokens[torch.from_numpy(index)]
 
 
+def _rollout(
+    memory: torch.nn.Module,
+    context: torch.Tensor,
+    actions: torch.Tensor,
+    config: EvalConfig,
+    temperature: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Dream ``H`` steps from real ``context (S, k, T)`` driven by ``actions (S, H, 22)``: tokens ``(S, H, T)``."""
+    k = context.shape[1]
+    ctx, dream = context, []
+    for h in range(actions.shape[1]):
+        sample = memory.sample(
+            ctx[:, -1], actions[:, h], ctx[:, :-1] if k > 1 else None, temperature=temperature,
+            top_k=config.top_k, steps=config.sampling_steps, generator=generator,
+        )  # fmt: skip
+        ctx = torch.cat([ctx[:, 1:], sample.tokens[:, None]], dim=1)
+        dream.append(sample.tokens)
+    return torch.stack(dream, dim=1)
+
+
+IDM_SCORES = {
+    "real": "real held-out transitions (ceiling)",
+    "reconstructed": "real frames through the vision model",
+    "dream": "dream, recorded keys",
+    "dream_shuffled": "dream, shuffled keys (floor)",
+    "dream_shuffled_vs_recorded": "dream, shuffled keys, scored against the recorded keys",
+}
+
+
+class _IDMScorer:
+    """IDM predictions and the keys they are scored against, per score name, for the scored keys."""
+
+    def __init__(self, idm: InverseDynamicsModel, scored: list[str]) -> None:
+        self.idm, self.scored = idm, scored
+        self.idm_columns = [idm.config.keys.index(k) for k in scored]
+        self.act_columns = [KEY_INDEX[k] for k in scored]
+        self.pred: dict[str, list[np.ndarray]] = {name: [] for name in IDM_SCORES}
+        self.true: dict[str, list[np.ndarray]] = {name: [] for name in IDM_SCORES}
+
+    def predict(self, frames: np.ndarray) -> np.ndarray:
+        """Scored keys of every window of ``frames (L, H, W, 3)``: ``(L - before - after, K)`` bool."""
+        return predict_keys(self.idm, frames)[:, self.idm_columns]
+
+    def add(self, name: str, pred: np.ndarray, act: np.ndarray) -> None:
+        """Score ``pred`` against the first ``len(pred)`` rows of ``act (>= len(pred), 22)``."""
+        self.pred[name].append(pred)
+        self.true[name].append(act[: len(pred), self.act_columns].astype(bool))
+
+    def scores(self) -> dict[str, dict[str, Any]]:
+        empty = np.zeros((0, len(self.scored)), bool)
+        return {
+            name: macro_f1(
+                np.concatenate(self.pred[name]) if self.pred[name] else empty,
+                np.concatenate(self.true[name]) if self.true[name] else empty,
+                self.scored,
+            )
+            for name in IDM_SCORES
+        }
+
+
+def _idm_starts(n: int, k: int, before: int, config: EvalConfig) -> np.ndarray:
+    """Open-loop starts for IDM dreams in an ``n``-frame episode (the PSNR grid, horizon ``idm_horizon``)."""
+    return np.arange(max(k - 1, before), n - config.idm_horizon, config.start_stride)
+
+
 @torch.inference_mode()
 def evaluate(
     vision: torch.nn.Module,
@@ -150,8 +224,32 @@ def evaluate(
     episodes: list[Path],
     config: EvalConfig,
     device: torch.device | str = "cpu",
+    idm: InverseDynamicsModel | None = None,
 ) -> dict[str, Any]:
-    """Measure a vision model (and a memory model, if given) on recorded episodes."""
+    """Measure a vision model (and a memory model, if given) on recorded episodes.
+
+    With an inverse-dynamics model ``idm`` (trained on real training episodes),
+    ``results["memory"]["idm"]`` holds its macro-F1 (and per-key F1) over the
+    keys it scores that the episodes press, on windows of frames ``t - before ..
+    t + after`` labelled with the keys ``act[t]`` of step ``t``:
+
+    - ``real``: real held-out frames, scored against the recorded keys (the
+      ceiling: what the IDM itself can read);
+    - ``reconstructed``: the same frames encoded and decoded by the vision
+      model (what a perfect memory model could reach);
+    - ``dream``: from real context at each open-loop start ``t0``, the memory
+      model dreams ``idm_horizon`` steps at ``idm_temperature`` driven by the
+      recorded keys ``act[t0 ..]``; frames = reconstructed ``t0 - before .. t0``
+      + dream, scored against the recorded keys;
+    - ``dream_shuffled`` (the floor): the same, driven by the recorded key
+      sequence of another start chosen at random, scored against the keys that
+      drove it. A dream that ignores its keys lands here;
+    - ``dream_shuffled_vs_recorded``: that shuffled-key dream scored against
+      the recorded keys of its own start: what a dream that ignores its keys and
+      continues the recorded motion from its context would get.
+
+    Raises ``ValueError`` when the episodes' sidecar frame skip differs from the IDM's.
+    """
     device = torch.device(device)
     vc = vision.config
     grid = (vc.grid_height, vc.grid_width)
@@ -166,10 +264,37 @@ def evaluate(
         "rew_true": [],
     }
     episodes = episodes[: config.max_episodes] if config.max_episodes else episodes
-    all_actions = np.concatenate([read_labels(p)["act"] for p in episodes]).astype(np.float32)
+    episode_actions = [read_labels(p)["act"] for p in episodes]
+    all_actions = np.concatenate(episode_actions).astype(np.float32)
     horizon = max(config.horizons)
+    if idm is not None:
+        if memory is None:
+            raise ValueError("an IDM scores dream transitions: evaluate it with a memory model")
+        if config.idm_horizon < idm.config.after:
+            raise ValueError(
+                f"idm_horizon must be >= {idm.config.after} (the IDM's frames after a step), got {config.idm_horizon}"
+            )
+        check_frame_skip(idm.config, episodes)
+        pressed = [name for name, held in zip(KEY_NAMES, all_actions.any(axis=0)) if held]
+        scored = [key for key in idm.config.keys if key in pressed]
+        if not scored:
+            raise ValueError(
+                f"the IDM scores keys {', '.join(idm.config.keys)}, none of which the evaluated episodes press"
+            )
+        scorer = _IDMScorer(idm, scored)
+        # The IDM's dreams get their own seeded streams, so the PSNR numbers do not depend on --idm.
+        idm_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+        idm_rng = np.random.default_rng(config.seed + 1)
+        k = memory.config.context_frames
+        bank = [  # every start's recorded key sequence, for the shuffled-key dreams
+            (e, t0) for e, act in enumerate(episode_actions)
+            for t0 in _idm_starts(len(act), k, idm.config.before, config)
+        ]  # fmt: skip
+        bank_index = {start: i for i, start in enumerate(bank)}
+        if len(bank) < 2:
+            logger.warning("fewer than two IDM dream starts: no shuffled-key floor")
 
-    for path in tqdm(episodes, desc="evaluating", unit="episode"):
+    for episode, path in enumerate(tqdm(episodes, desc="evaluating", unit="episode")):
         frames = np.concatenate(
             list(iter_frames(path, height=vc.image_height, width=vc.image_width))
         )
@@ -213,28 +338,55 @@ def evaluate(
         starts = np.arange(k - 1, n - horizon, config.start_stride)
         for chunk in range(0, len(starts), config.batch_size):
             t0 = starts[chunk : chunk + config.batch_size]
-            for mode in ("true", "random"):
-                ctx = _contexts(tokens, t0, k).clone()  # (S, k, T)
-                last_h = horizon if mode == "true" else config.control_horizon
-                for h in range(1, last_h + 1):
-                    if mode == "true":
-                        act = actions[torch.from_numpy(t0 + h - 1)]
-                    else:
-                        act = torch.from_numpy(
-                            all_actions[rng.integers(0, len(all_actions), len(t0))]
-                        ).to(device)
-                    sample = memory.sample(
-                        ctx[:, -1], act, ctx[:, :-1] if k > 1 else None, temperature=config.temperature,
-                        top_k=config.top_k, steps=config.sampling_steps, generator=generator,
-                    )  # fmt: skip
-                    ctx = torch.cat([ctx[:, 1:], sample.tokens[:, None]], dim=1)
+            steps = torch.from_numpy(t0[:, None] + np.arange(horizon))  # (S, horizon)
+            draws = [
+                rng.integers(0, len(all_actions), len(t0)) for _ in range(config.control_horizon)
+            ]
+            random_actions = torch.from_numpy(all_actions[np.stack(draws, axis=1)]).to(device)
+            for mode, driving in (("true", actions[steps]), ("random", random_actions)):
+                dream_tokens = _rollout(
+                    memory, _contexts(tokens, t0, k), driving, config, config.temperature, generator
+                )  # (S, H, T)
+                for h in range(1, driving.shape[1] + 1):
                     if h in config.horizons or h == config.control_horizon:
                         real = frames[t0 + h]
-                        dream = _decode(vision, sample.tokens, grid, config.batch_size)
+                        dream = _decode(vision, dream_tokens[:, h - 1], grid, config.batch_size)
                         stats.add(f"{mode}_h{h}", psnr(dream, real))
                         if mode == "true":
                             stats.add(f"copy_h{h}", psnr(frames[t0], real))
                             stats.add(f"recon_h{h}", psnr(recon[t0 + h], real))
+
+        if idm is not None:
+            before, after = idm.config.before, idm.config.after
+            for name, seen in (("real", frames), ("reconstructed", recon)):
+                scorer.add(name, scorer.predict(seen), labels["act"][before : n - after])
+            # Dreams the IDM scores: reconstructed t0-before..t0, then idm_horizon dreamt frames.
+            idm_starts, H = _idm_starts(n, k, before, config), config.idm_horizon
+            for chunk in range(0, len(idm_starts), config.batch_size):
+                t0 = idm_starts[chunk : chunk + config.batch_size]
+                recorded = labels["act"][t0[:, None] + np.arange(H)]  # (S, H, 22)
+                drives = [("dream", recorded)]
+                if len(bank) >= 2:
+                    own = np.array([bank_index[(episode, t)] for t in t0])
+                    other = idm_rng.integers(0, len(bank) - 1, len(t0))
+                    other += other >= own  # any start but its own
+                    shuffled = np.stack(
+                        [episode_actions[e][t : t + H] for e, t in (bank[j] for j in other)]
+                    )
+                    drives.append(("dream_shuffled", shuffled))
+                for name, driving in drives:
+                    keys = torch.from_numpy(driving.astype(np.float32)).to(device)  # (S, H, 22)
+                    ctx = _contexts(tokens, t0, k)
+                    dream_tokens = _rollout(
+                        memory, ctx, keys, config, config.idm_temperature, idm_generator
+                    )  # (S, H, T)
+                    dream = _decode(vision, dream_tokens.flatten(0, 1), grid, config.batch_size)
+                    dream = dream.reshape(len(t0), H, *frames.shape[1:])  # (S, H, h, w, 3)
+                    for i, t in enumerate(t0):
+                        pred = scorer.predict(np.concatenate([recon[t - before : t + 1], dream[i]]))
+                        scorer.add(name, pred, driving[i])  # row j: key step t + j
+                        if name == "dream_shuffled":
+                            scorer.add("dream_shuffled_vs_recorded", pred, recorded[i])
 
     counts = code_counts / code_counts.sum().clamp_min(1)
     results: dict[str, Any] = {
@@ -271,6 +423,18 @@ def evaluate(
             "delta_psnr": stats.mean(f"true_h{ch}") - stats.mean(f"random_h{ch}"),
         },
     }
+    if idm is not None:
+        results["memory"]["idm"] = {
+            "scored_keys": scored,
+            "left_out_keys": {
+                "never_pressed": [key for key in idm.config.keys if key not in pressed],
+                "not_scored_by_idm": [key for key in pressed if key not in idm.config.keys],
+            },
+            "horizon": config.idm_horizon,
+            "temperature": config.idm_temperature,
+            "frame_skip": idm.config.frame_skip,
+            **scorer.scores(),
+        }
     if heads["end_pred"]:
         results["memory"]["end_head"] = precision_recall(
             np.concatenate(heads["end_pred"]), np.concatenate(heads["end_true"])
@@ -332,7 +496,39 @@ def markdown_report(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {h} | {_fmt(row['dream'])} | {_fmt(row['copy_last'])} | {_fmt(row['dream'] - row['copy_last'])} | {_fmt(row['reconstruction'])} | {row['starts']} |"
             )
+        if "idm" in m:
+            lines += ["", *_idm_lines(m["idm"])]
     return "\n".join(lines) + "\n"
+
+
+def _idm_lines(idm: dict[str, Any]) -> list[str]:
+    """The IDM controllability table and which keys it scored."""
+    keys = idm["scored_keys"]
+    lines = [
+        f"| IDM controllability | macro-F1 | {' | '.join(f'F1 {k}' for k in keys)} | windows |",
+        "|---|---|" + "---|" * len(keys) + "---|",
+    ]
+    for name, label in IDM_SCORES.items():
+        row = idm[name]
+        per_key = " | ".join(_fmt(row["per_key"][k]) for k in keys)
+        lines.append(f"| {label} | {_fmt(row['macro_f1'])} | {per_key} | {row['windows']} |")
+    left_out = [
+        f"{', '.join(idm['left_out_keys'][field])} ({why})"
+        for field, why in (
+            ("never_pressed", "never pressed in the evaluated episodes"),
+            ("not_scored_by_idm", "not scored by the IDM"),
+        )
+        if idm["left_out_keys"][field]
+    ]
+    others = len(KEY_NAMES) - len(keys) - sum(len(v) for v in idm["left_out_keys"].values())
+    left_out.append(f"{others} other keys (never pressed, not scored)")
+    lines += [
+        "",
+        f"IDM scored keys: {', '.join(keys)}; left out: {'; '.join(left_out)}. "
+        f"Dreams: {idm['horizon']} steps at temperature {idm['temperature']} from real context "
+        f"(frame skip {idm['frame_skip']}).",
+    ]
+    return lines
 
 
 def plot_psnr(results: dict[str, Any], path: Path) -> None:
@@ -370,8 +566,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="measure a world model on held-out episodes",
         description="Evaluate vision (and memory) checkpoints on recorded episodes the models never saw: "
         "reconstruction PSNR/SSIM, next-token accuracy, open-loop dream PSNR against the copy-last-frame "
-        "baseline, controllability (delta-PSNR) and the reward/end heads. Writes eval.json, eval.md and "
-        "psnr_vs_horizon.png to --out.",
+        "baseline, controllability (delta-PSNR, and with --idm an inverse-dynamics key F1 that blur cannot "
+        "fool) and the reward/end heads. Writes eval.json, eval.md and psnr_vs_horizon.png to --out.",
     )
     parser.add_argument("--vision", type=Path, required=True, help="vision checkpoint folder")
     parser.add_argument(
@@ -422,6 +618,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0,
         help="seed for random actions and sampling (default: %(default)s)",
     )
+    parser.add_argument(
+        "--idm",
+        type=Path,
+        default=None,
+        help="inverse-dynamics checkpoint folder (`elworld train idm`, trained on real TRAINING episodes): "
+        "adds its key macro-F1 on real, reconstructed, dream and shuffled-key dream transitions "
+        "(needs --memory; the recordings' frame skip must match the IDM's)",
+    )
+    parser.add_argument(
+        "--idm-horizon",
+        type=int,
+        default=16,
+        help="dream steps per start scored by the IDM (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--idm-temperature",
+        type=float,
+        default=1.0,
+        help="sampling temperature of the dreams the IDM scores; the dream env's default, "
+        "since the action effect lives in the sampled dream (default: %(default)s)",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
     parser.set_defaults(func=run_eval)
 
@@ -446,14 +663,21 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.memory is not None:
         memory = MemoryModel.from_checkpoint(args.memory, device=device)
         check_models_fit(vision.config, memory.config, args.vision, args.memory)
+    idm = None
+    if args.idm is not None:
+        if memory is None:
+            raise ValueError("--idm needs --memory: the IDM scores dream transitions")
+        idm = InverseDynamicsModel.from_checkpoint(args.idm, device=device)
     config = EvalConfig(
         horizons=horizons, start_stride=args.start_stride, max_episodes=args.max_episodes, batch_size=args.batch_size,
         temperature=args.temperature, sampling_steps=args.sampling_steps, seed=args.seed,
+        idm_horizon=args.idm_horizon, idm_temperature=args.idm_temperature,
     )  # fmt: skip
-    results = evaluate(vision, memory, find_episodes(args.data), config, device)
+    results = evaluate(vision, memory, find_episodes(args.data), config, device, idm=idm)
     results["checkpoints"] = {
         "vision": str(args.vision),
         "memory": str(args.memory) if args.memory else None,
+        "idm": str(args.idm) if args.idm else None,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "eval.json").write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -425,7 +425,6 @@ def train_idm(
         "val_episodes": len(val_episodes),
         "frame_skip": config.frame_skip,
         "scenario": config.scenario,
-        "metrics": {"val_macro_f1": best["macro_f1"], "val_f1": best["per_key"]},
     }
     return model.eval(), info
 

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from elworld.cli import main
+from elworld.data import find_episodes
 from elworld.evaluate import PSNR_CAP, precision_recall, psnr, ssim
+from elworld.idm import IDMConfig, InverseDynamicsModel, save_idm
 
-from conftest import sliding_square_clip
+from conftest import sliding_square_clip, torch_threads
 
 
 def test_psnr_is_capped_and_ordered() -> None:
@@ -43,7 +46,9 @@ def test_precision_recall_counts() -> None:
     assert math.isnan(precision_recall(np.zeros(3, bool), np.zeros(3, bool))["precision"])
 
 
-def _episodes(directory: Path, count: int = 2, frames: int = 40) -> Path:
+def _episodes(
+    directory: Path, count: int = 2, frames: int = 40, frame_skip: int | None = None
+) -> Path:
     directory.mkdir()
     clip = sliding_square_clip(frames)
     for i in range(count):
@@ -54,6 +59,8 @@ def _episodes(directory: Path, count: int = 2, frames: int = 40) -> Path:
         np.savez(
             directory / f"ep_{i}.npz", obs=clip, act=act, rew=np.ones(frames, np.float32), done=done
         )
+        if frame_skip is not None:  # a sidecar like the recorders write
+            (directory / f"ep_{i}.json").write_text(json.dumps({"frame_skip": frame_skip}))
     return directory
 
 
@@ -100,3 +107,86 @@ def test_eval_rejects_a_memory_model_that_does_not_fit(
             "--data", str(_episodes(tmp_path / "d")), "--out", str(tmp_path / "r")]  # fmt: skip
     assert main(args) == 1
     assert "do not fit: memory vocab_size 32 != vision codebook_size 16" in capsys.readouterr().err
+
+
+def _tiny_idm(folder: Path, frame_skip: int = 4) -> Path:
+    """An untrained IDM for the 32x32 test frames, scoring left and right."""
+    config = IDMConfig(
+        keys=("left", "right"), image_height=32, image_width=32, bands=4, cols=32, width=8,
+        frame_skip=frame_skip,
+    )  # fmt: skip
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = InverseDynamicsModel(config)
+    return save_idm(model, folder, {"val_macro_f1": 0.5, "val_f1": {}})
+
+
+def _eval_args(checkpoints: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["eval", "--vision", str(checkpoints / "vision/best_model"), "--memory",
+            str(checkpoints / "memory/best_model"), "--data", str(data), "--out", str(out),
+            "--horizons", "1,4", "--start-stride", "4", "--device", "cpu", *extra]  # fmt: skip
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_eval_with_an_idm_reports_its_scores(tiny_checkpoints: Path, tmp_path: Path) -> None:
+    idm = _tiny_idm(tmp_path / "idm" / "best_model")
+    data = _episodes(tmp_path / "heldout", frame_skip=4)
+    out = tmp_path / "report"
+    assert (
+        main(_eval_args(tiny_checkpoints, data, out, "--idm", str(idm), "--idm-horizon", "8")) == 0
+    )
+    results = json.loads((out / "eval.json").read_text())
+    scores = results["memory"]["idm"]
+    assert scores["scored_keys"] == ["right"]  # the episodes only ever hold right
+    assert scores["left_out_keys"] == {"never_pressed": ["left"], "not_scored_by_idm": []}
+    assert scores["horizon"] == 8 and scores["temperature"] == 1.0 and scores["frame_skip"] == 4
+    names = ("real", "reconstructed", "dream", "dream_shuffled", "dream_shuffled_vs_recorded")
+    for name in names:
+        assert 0.0 <= scores[name]["macro_f1"] <= 1.0, (name, scores[name])
+        assert set(scores[name]["per_key"]) == {"right"}
+    # Windows t-1..t+2 of 40 frames: 37 per episode; dreams: starts 1, 5, .., 29, 7 windows each.
+    assert scores["real"]["windows"] == scores["reconstructed"]["windows"] == 2 * 37
+    assert scores["dream"]["windows"] == scores["dream_shuffled"]["windows"] == 2 * 8 * 7
+    assert results["checkpoints"]["idm"] == str(idm)
+    report = (out / "eval.md").read_text()
+    assert "| IDM controllability | macro-F1 | F1 right | windows |" in report
+    assert (
+        "| dream, shuffled keys (floor) |" in report
+        and "| real held-out transitions (ceiling) |" in report
+    )
+    assert "left out: left (never pressed in the evaluated episodes); 20 other keys" in report
+
+
+def test_eval_idm_scores_follow_its_predictions(tiny_checkpoints: Path, tmp_path: Path) -> None:
+    """An IDM that always answers 'right' scores F1 1 wherever right is the only key held."""
+    from elworld.checkpoint import load_model
+    from elworld.evaluate import EvalConfig, evaluate
+    from elworld.model.memory import MemoryModel
+    from elworld.model.vision import VisionModel
+
+    idm = InverseDynamicsModel.from_checkpoint(_tiny_idm(tmp_path / "idm"))
+    with torch.no_grad():
+        for p in idm.parameters():
+            p.zero_()
+        idm.head.bias.copy_(torch.tensor([-5.0, 5.0]))  # left never, right always
+    vision = load_model(tiny_checkpoints / "vision/best_model", VisionModel)
+    memory = load_model(tiny_checkpoints / "memory/best_model", MemoryModel)
+    config = EvalConfig(horizons=(1,), start_stride=8, idm_horizon=4)
+    data = find_episodes(_episodes(tmp_path / "heldout", frame_skip=4))
+    with torch_threads(1):
+        scores = evaluate(vision, memory, data, config, idm=idm)["memory"]["idm"]
+    assert all(scores[name]["macro_f1"] == 1.0 for name in ("real", "reconstructed", "dream"))
+    assert scores["dream_shuffled"]["windows"] == scores["dream"]["windows"] > 0
+
+
+def test_eval_rejects_an_idm_of_another_frame_skip(
+    tiny_checkpoints: Path, tmp_path: Path, capsys
+) -> None:
+    idm = _tiny_idm(tmp_path / "idm" / "best_model", frame_skip=4)
+    data = _episodes(tmp_path / "heldout", frame_skip=2)
+    assert main(_eval_args(tiny_checkpoints, data, tmp_path / "r", "--idm", str(idm))) == 1
+    err = capsys.readouterr().err
+    assert "frame skips must match" in err and "frame skip 4" in err and "frame skip 2" in err
+    assert main(["eval", "--vision", str(tiny_checkpoints / "vision/best_model"), "--data", str(data),
+                 "--idm", str(idm)]) == 1  # fmt: skip
+    assert "--idm needs --memory" in capsys.readouterr().err
