@@ -266,13 +266,19 @@ def check_frame_skip(config: IDMConfig, episodes: list[Path]) -> None:
     if config.frame_skip is None:
         logger.warning("the IDM does not know its training frame skip; cannot check it matches")
         return
+    unknown = 0
     for path in episodes:
         skip = (read_sidecar(path) or {}).get("frame_skip")
+        unknown += skip is None
         if skip is not None and skip != config.frame_skip:
             raise ValueError(
                 f"frame skips must match: the IDM was trained on frame skip {config.frame_skip}, "
                 f"but {path} was recorded with frame skip {skip}"
             )
+    if unknown:
+        logger.warning(
+            "%d episode(s) have no sidecar frame skip: assuming %d", unknown, config.frame_skip
+        )
 
 
 def idm_config_for(episodes: list[Path], **fields: Any) -> IDMConfig:
@@ -483,7 +489,7 @@ def register_train(models: argparse._SubParsersAction) -> None:
         help="stop after the epoch in which MIN minutes of training have passed",
     )  # fmt: skip
     parser.add_argument(
-        "--max-episodes", type=int, default=None,
+        "--max-episodes", type=int, default=None, metavar="N",
         help="use only the first N episodes (sorted by name); ~50 are enough, ~200 are better",
     )  # fmt: skip
     parser.add_argument(
