@@ -29,3 +29,13 @@ def matmul_peak(
         synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
+
+
+def best_matmul_peak(size: int, device: torch.device) -> tuple[float, str]:
+    """The better of the float32 and bfloat16 matmul peaks (FLOP/s) and which dtype gave it."""
+    peaks = {
+        "fp32": matmul_peak(size, device, dtype=torch.float32),
+        "bf16": matmul_peak(size, device, dtype=torch.bfloat16),
+    }
+    name = max(peaks, key=peaks.get)
+    return peaks[name], name

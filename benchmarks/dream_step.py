@@ -1,10 +1,12 @@
 """How fast does the dream step? One run prints every number issue 4 asks for.
 
-1. Single-env step latency (p50 / p95) with rgb and with tokens observations.
-2. Batched throughput (env steps/s) of ``DreamVectorEnv`` at N = 1, 8, 32, 64.
+1. Single-env step latency (p50 / p95) with rgb and with tokens observations,
+   in float32 and with bf16 autocast (``precision``): before and after.
+2. Batched throughput (env steps/s) of ``DreamVectorEnv`` at N = 1, 8, 16, 32, 64.
 3. The memory model's achieved FLOP/s (FLOPs of one batched pass counted with
    ``torch.utils.flop_counter``, times passes per second) as a share of this
-   machine's matmul peak, measured in the same run by timing a large matmul.
+   machine's best matmul peak (float32 or bfloat16, whichever is higher),
+   measured in the same run by timing a large matmul.
 4. The IRIS-style baseline: generating the same next frame token by token
    (prefill the context, then ``tokens_per_frame`` sequential one-token passes
    with a KV cache). It runs a causal GPT with the memory model's sizes
@@ -35,7 +37,7 @@ from elworld.model.memory import MemoryConfig
 from elworld_gym.dream_env import DreamEnv
 from elworld_gym.vector_env import DreamVectorEnv
 
-from common import matmul_peak, synchronize
+from common import best_matmul_peak, synchronize
 
 
 @dataclass
@@ -44,7 +46,9 @@ class Args:
 
     checkpoints: str | None = None
     device: str | None = None
-    batch_sizes: str = "1,8,32,64"
+    batch_sizes: str = "1,8,16,32,64"
+    precision: str = "bf16"
+    guidance: str = "1.0"
     latency_steps: int = 100
     batch_steps: int = 20
     baseline_frames: int = 3
@@ -59,6 +63,8 @@ HELP = {
     "checkpoints": "checkpoints root (default: $ELWORLD_CHECKPOINTS, else the bundled demo)",
     "device": "torch device (default: cuda when available, else cpu)",
     "batch_sizes": "comma-separated numbers of envs for the batched throughput",
+    "precision": "bf16 (autocast) or fp32 for the batched measurements",
+    "guidance": "classifier-free guidance scale of the dream (1 = off)",
     "latency_steps": "timed steps per single-env latency measurement",
     "batch_steps": "timed batched steps per N",
     "baseline_frames": "frames generated token by token for the IRIS-style baseline",
@@ -82,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
             parser.add_argument(flag, type=kind, default=field.default, help=HELP[field.name])
     args = Args(**vars(parser.parse_args(argv)))
     if args.quick:
-        args.batch_sizes = "1,4"
+        args.batch_sizes = "1,4,16"
         args.latency_steps, args.batch_steps, args.baseline_frames = 10, 5, 1
         args.rollout_steps, args.matmul_size = 300, 512
     return args
@@ -98,9 +104,16 @@ def rss_mib() -> float:
 
 
 # ------------------------------------------------------------------ measurements
-def step_latency(args: Args, obs_type: str) -> tuple[float, float, DreamEnv]:
+def sampling(args: Args, precision: str | None = None) -> dict[str, object]:
+    """The env kwargs that choose precision and guidance."""
+    return {"precision": precision or args.precision, "guidance": float(args.guidance)}
+
+
+def step_latency(args: Args, obs_type: str, precision: str) -> tuple[float, float, DreamEnv]:
     """p50 and p95 of one ``DreamEnv.step`` in ms."""
-    env = DreamEnv(args.checkpoints, obs_type=obs_type, device=args.device)
+    env = DreamEnv(
+        args.checkpoints, obs_type=obs_type, device=args.device, **sampling(args, precision)
+    )
     env.reset(seed=args.seed)
     rng = np.random.default_rng(args.seed)
     actions = (rng.random((args.latency_steps + 3, 22)) < 0.1).astype(np.uint8)
@@ -117,7 +130,9 @@ def step_latency(args: Args, obs_type: str) -> tuple[float, float, DreamEnv]:
 
 def batched_throughput(args: Args, num_envs: int, obs_type: str) -> float:
     """Env steps per second of ``DreamVectorEnv`` with ``num_envs`` envs."""
-    envs = DreamVectorEnv(num_envs, args.checkpoints, obs_type=obs_type, device=args.device)
+    envs = DreamVectorEnv(
+        num_envs, args.checkpoints, obs_type=obs_type, device=args.device, **sampling(args)
+    )
     envs.reset(seed=args.seed)
     actions = np.zeros((num_envs, 22), np.uint8)
     envs.step(actions)  # warm-up
@@ -213,7 +228,13 @@ def iris_baseline(
 
 def memory_rollout(args: Args) -> list[tuple[int, float]]:
     """``(step, RSS MiB)`` samples along a long tokens-observation rollout."""
-    env = DreamEnv(args.checkpoints, obs_type="tokens", device=args.device, max_episode_steps=1000)
+    env = DreamEnv(
+        args.checkpoints,
+        obs_type="tokens",
+        device=args.device,
+        max_episode_steps=1000,
+        **sampling(args),
+    )
     env.reset(seed=args.seed)
     action = np.zeros(22, np.uint8)
     every = max(1, args.rollout_steps // 10)
@@ -234,29 +255,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    p50_rgb, p95_rgb, _ = step_latency(args, "rgb")
-    p50_tok, p95_tok, env = step_latency(args, "tokens")
+    latency = {
+        (precision, obs_type): step_latency(args, obs_type, precision)
+        for precision in ("fp32", "bf16")
+        for obs_type in ("rgb", "tokens")
+    }
+    env = latency[("bf16", "tokens")][2]
     world = env.world
     device = world.device
     config = world.memory.config
     print(f"device: {device}  torch threads: {torch.get_num_threads()}  quick: {args.quick}")
     print(
         f"memory model: {config.n_layer} layers x {config.n_embd} wide, {config.n_head} heads, "
-        f"vocab {config.vocab_size}, grid {config.grid_height}x{config.grid_width}, "
-        f"context {config.context_frames}, sampling_steps {world.sampling_steps}"
+        f"{config.attention} attention, vocab {config.vocab_size}, grid "
+        f"{config.grid_height}x{config.grid_width}, context {config.context_frames}, "
+        f"sampling_steps {world.sampling_steps}, guidance {world.guidance}"
     )
     print("\n== single env step latency (ms)")
-    print(f"rgb     p50 {p50_rgb:8.2f}   p95 {p95_rgb:8.2f}")
-    print(f"tokens  p50 {p50_tok:8.2f}   p95 {p95_tok:8.2f}")
+    for (precision, obs_type), (p50, p95, _) in latency.items():
+        print(f"{precision} {obs_type:<7} p50 {p50:8.2f}   p95 {p95:8.2f}")
 
-    peak = matmul_peak(args.matmul_size, device)
-    print(f"\n== matmul peak ({args.matmul_size}^2 float32): {peak / 1e9:,.1f} GFLOP/s")
-    print("\n== batched throughput (env steps/s) and memory-model efficiency")
+    peak, peak_dtype = best_matmul_peak(args.matmul_size, device)
+    print(f"\n== best matmul peak ({args.matmul_size}^2, {peak_dtype}): {peak / 1e9:,.1f} GFLOP/s")
+    print(f"\n== batched throughput (env steps/s, {args.precision}) and memory-model efficiency")
     print(f"{'N':>4} {'tokens':>10} {'rgb':>10} {'GFLOP/pass':>11} {'GFLOP/s':>9} {'of peak':>8}")
     for n in sizes:
         tokens_rate = batched_throughput(args, n, "tokens")
         rgb_rate = batched_throughput(args, n, "rgb")
-        vec = DreamVectorEnv(n, args.checkpoints, obs_type="tokens", device=args.device)
+        vec = DreamVectorEnv(
+            n, args.checkpoints, obs_type="tokens", device=args.device, **sampling(args)
+        )
         vec.reset(seed=args.seed)
         flops = memory_pass_flops(vec, n)
         achieved = flops * tokens_rate / n  # passes/s = env steps/s / N

@@ -2,17 +2,21 @@
 
 One run measures, on the same machine and device:
 
-1. the machine's float32 matmul peak (best of a few large matmuls);
+1. the machine's matmul peak: the better of float32 and bfloat16 (best of a
+   few large matmuls each);
 2. vision (VQ-VAE) training: frames/s at a batch size, and the FLOP/s that
    implies (FLOPs of one training step counted with ``torch.utils.flop_counter``:
    forward and backward) as a share of the peak;
-3. memory (transformer) training: samples/s and its share of the peak.
+3. memory (transformer) training: samples/s and its share of the peak,
+   for each ``--precisions`` (bf16 autocast or float32) and ``--attentions``
+   (full or axial) setting.
 
 Batches are random data of the real shapes (192x256 frames, 768-token grids):
 the cost of a step does not depend on the pixel values.
 
     python benchmarks/train_throughput.py
     python benchmarks/train_throughput.py --vision-width 24 --n-embd 128 --steps 5
+    python benchmarks/train_throughput.py --attentions axial --precisions bf16
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from elworld.model.common import autocast
 from elworld.model.memory import MemoryConfig, MemoryModel
 from elworld.model.vision import VisionConfig, VisionModel
 from elworld.train.distributed import resolve_device
 
-from common import matmul_peak, synchronize
+from common import best_matmul_peak, synchronize
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,6 +68,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="MemoryConfig.n_layer (default: %(default)s)",
     )
     parser.add_argument(
+        "--precisions",
+        default="fp32,bf16",
+        help="comma-separated precisions to train in: fp32, bf16 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--attentions",
+        default="full,axial",
+        help="comma-separated memory attention kinds: full, axial (default: %(default)s)",
+    )
+    parser.add_argument(
         "--matmul-size",
         type=int,
         default=2048,
@@ -91,13 +106,18 @@ def memory_batch(batch: int, config: MemoryConfig, device: torch.device) -> dict
 
 
 def train_rate(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], steps: int, device: torch.device
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    steps: int,
+    device: torch.device,
+    precision: str = "fp32",
 ) -> tuple[float, int]:
     """Training steps per second (after one warm-up step) and the FLOPs of one step."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step() -> None:
-        loss = model.compute_loss(batch).loss
+        with autocast(device, precision):
+            loss = model.compute_loss(batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -118,27 +138,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    peak = matmul_peak(args.matmul_size, device)
+    peak, peak_dtype = best_matmul_peak(args.matmul_size, device)
     print(
-        f"device {device}, {torch.get_num_threads()} threads; matmul peak {peak / 1e9:,.1f} GFLOP/s (float32, {args.matmul_size}^2)"
+        f"device {device}, {torch.get_num_threads()} threads; best matmul peak "
+        f"{peak / 1e9:,.1f} GFLOP/s ({peak_dtype}, {args.matmul_size}^2)"
     )
-
-    vision = VisionModel(VisionConfig(width=args.vision_width)).to(device).train()
-    rate, flops = train_rate(vision, vision_batch(args.vision_batch, device), args.steps, device)
-    print(
-        f"vision  width {args.vision_width:>3}, batch {args.vision_batch:>3}: {rate * args.vision_batch:7.1f} frames/s, "
-        f"{flops / 1e9:6.1f} GFLOP/step, {rate * flops / peak:6.1%} of peak"
-    )
-
-    config = MemoryConfig(n_embd=args.n_embd, n_layer=args.n_layer)
-    memory = MemoryModel(config).to(device).train()
-    rate, flops = train_rate(
-        memory, memory_batch(args.memory_batch, config, device), args.steps, device
-    )
-    print(
-        f"memory  n_embd {args.n_embd:>3} x {args.n_layer} layers, batch {args.memory_batch:>3}: "
-        f"{rate * args.memory_batch:7.1f} samples/s, {flops / 1e9:6.1f} GFLOP/step, {rate * flops / peak:6.1%} of peak"
-    )
+    precisions = args.precisions.split(",")
+    for precision in precisions:
+        vision = VisionModel(VisionConfig(width=args.vision_width)).to(device).train()
+        batch = vision_batch(args.vision_batch, device)
+        rate, flops = train_rate(vision, batch, args.steps, device, precision)
+        print(
+            f"vision  width {args.vision_width:>3}, batch {args.vision_batch:>3}, {precision}: "
+            f"{rate * args.vision_batch:7.1f} frames/s, {flops / 1e9:6.1f} GFLOP/step, "
+            f"{rate * flops / peak:6.1%} of peak"
+        )
+    for attention in args.attentions.split(","):
+        for precision in precisions:
+            config = MemoryConfig(n_embd=args.n_embd, n_layer=args.n_layer, attention=attention)
+            memory = MemoryModel(config).to(device).train()
+            batch = memory_batch(args.memory_batch, config, device)
+            rate, flops = train_rate(memory, batch, args.steps, device, precision)
+            print(
+                f"memory  {attention:>5} n_embd {args.n_embd:>3} x {args.n_layer} layers, "
+                f"batch {args.memory_batch:>3}, {precision}: {rate * args.memory_batch:7.1f} "
+                f"samples/s, {flops / 1e9:6.1f} GFLOP/step, {rate * flops / peak:6.1%} of peak"
+            )
     return 0
 
 

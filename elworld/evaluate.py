@@ -41,7 +41,7 @@ from elworld.data import find_episodes, iter_frames, read_labels
 from elworld.frames import frames_to_tensor, tensor_to_frames
 from elworld.idm import InverseDynamicsModel, check_frame_skip, macro_f1, predict_keys
 from elworld.keys import KEY_INDEX, KEY_NAMES
-from elworld.model.common import check_models_fit
+from elworld.model.common import PRECISIONS, autocast, check_models_fit
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,8 @@ class EvalConfig:
     temperature: float = 0.0  # 0: argmax decoding (deterministic)
     top_k: int | None = None
     sampling_steps: int = 1
+    guidance: float = 1.0  # classifier-free guidance scale on the keys (1 = off)
+    precision: str = "bf16"  # the memory model's passes: bf16 autocast (as the dream env) or fp32
     reward_threshold: float = 0.5
     seed: int = 0
     idm_horizon: int = 16  # dream steps per start that the IDM scores
@@ -163,10 +165,12 @@ def _rollout(
     k = context.shape[1]
     ctx, dream = context, []
     for h in range(actions.shape[1]):
-        sample = memory.sample(
-            ctx[:, -1], actions[:, h], ctx[:, :-1] if k > 1 else None, temperature=temperature,
-            top_k=config.top_k, steps=config.sampling_steps, generator=generator,
-        )  # fmt: skip
+        with autocast(context.device, config.precision):
+            sample = memory.sample(
+                ctx[:, -1], actions[:, h], ctx[:, :-1] if k > 1 else None, temperature=temperature,
+                top_k=config.top_k, steps=config.sampling_steps, guidance=config.guidance,
+                generator=generator,
+            )  # fmt: skip
         ctx = torch.cat([ctx[:, 1:], sample.tokens[:, None]], dim=1)
         dream.append(sample.tokens)
     return torch.stack(dream, dim=1)
@@ -314,7 +318,8 @@ def evaluate(
         for start in range(0, n, config.batch_size):
             steps = np.arange(start, min(n, start + config.batch_size))
             ctx = _contexts(tokens, steps, k)
-            out = memory(ctx[:, -1], actions[steps], ctx[:, :-1] if k > 1 else None)
+            with autocast(device, config.precision):
+                out = memory(ctx[:, -1], actions[steps], ctx[:, :-1] if k > 1 else None)
             has_next = steps + 1 < n
             if has_next.any():
                 predicted = out.logits[torch.from_numpy(has_next)].argmax(-1)  # (S, T)
@@ -610,6 +615,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="memory forward passes per frame (default: %(default)s)",
     )
     parser.add_argument(
+        "--guidance",
+        type=float,
+        default=1.0,
+        help="classifier-free guidance scale on the keys, 1 = off; needs a memory model trained "
+        "with --action-dropout (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="bf16",
+        help="the memory model's passes: bf16 autocast, as the dream env runs them, or fp32 "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--batch-size", type=int, default=16, help="frames per batch (default: %(default)s)"
     )
     parser.add_argument(
@@ -672,6 +691,7 @@ def run_eval(args: argparse.Namespace) -> int:
         horizons=horizons, start_stride=args.start_stride, max_episodes=args.max_episodes, batch_size=args.batch_size,
         temperature=args.temperature, sampling_steps=args.sampling_steps, seed=args.seed,
         idm_horizon=args.idm_horizon, idm_temperature=args.idm_temperature,
+        guidance=args.guidance, precision=args.precision,
     )  # fmt: skip
     results = evaluate(vision, memory, find_episodes(args.data), config, device, idm=idm)
     results["checkpoints"] = {
