@@ -17,6 +17,14 @@ bands x ``cols`` columns; the model runs 1-D convolutions along x over the
 stacked bands of the window's frames and their differences, pools globally and
 has one logit per scored key (multi-label BCE). Training mirrors half of each
 batch left/right and swaps the left/right (and a/d) labels.
+
+Labels are the EFFECTIVE keys (``effective_keys``): opposing keys held together
+(left+right, up+down, a+d) cancel and count as neither. In ViZDoom each pair
+drives opposite moves or turns that add up to nothing, so such a step looks
+exactly like holding no key and "both held" is unlearnable from frames (on
+take_cover recordings a quarter of the steps hold left and right together,
+which capped the raw-label macro-F1 near 0.8). Training labels and every score
+use effective keys; the memory model still receives the raw recorded keys.
 """
 
 from __future__ import annotations
@@ -48,6 +56,12 @@ logger = logging.getLogger(__name__)
 
 # Keys that swap places when the picture is mirrored left/right.
 MIRROR_PAIRS: tuple[tuple[str, str], ...] = (("left", "right"), ("a", "d"))
+# Keys that cancel when held together. In ViZDoom (elworld.record.doom's key table)
+# up/down are MOVE_FORWARD/MOVE_BACKWARD, left/right TURN_LEFT/TURN_RIGHT (or
+# MOVE_LEFT/MOVE_RIGHT where the scenario cannot turn) and a/d MOVE_LEFT/MOVE_RIGHT:
+# each pair adds opposite amounts to one move or turn, so both held = neither held.
+OPPOSING_KEYS: tuple[tuple[str, str], ...] = (("left", "right"), ("up", "down"), ("a", "d"))
+LABELS = "effective keys; opposing keys held together (left+right) cancel and count as neither"
 _GREY = (0.299, 0.587, 0.114)
 
 
@@ -95,6 +109,23 @@ class IDMConfig:
 # --------------------------------------------------------------------------- inputs
 
 
+def effective_keys(actions: np.ndarray) -> np.ndarray:
+    """The keys that act: ``(..., 22)`` multi-hot -> ``(..., 22)`` uint8, opposing pairs held together zeroed.
+
+    Holding both keys of an ``OPPOSING_KEYS`` pair has the effect of holding
+    neither, so both are cleared; every other key is kept as recorded.
+    """
+    act = np.array(actions, dtype=np.uint8, copy=True)
+    if act.ndim < 1 or act.shape[-1] != len(KEY_NAMES):
+        raise ValueError(f"actions must be (..., {len(KEY_NAMES)}), got {act.shape}")
+    for a, b in OPPOSING_KEYS:
+        ia, ib = KEY_INDEX[a], KEY_INDEX[b]
+        both = (act[..., ia] > 0) & (act[..., ib] > 0)
+        act[..., ia][both] = 0
+        act[..., ib][both] = 0
+    return act
+
+
 def frames_to_bands(frames: np.ndarray, bands: int, cols: int) -> torch.Tensor:
     """uint8 RGB frames ``(N, H, W, 3)`` -> grey ``(N, bands, cols)`` float in [0, 1]."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).float()  # (N, H, W, 3)
@@ -114,8 +145,8 @@ def idm_windows(bands: torch.Tensor, before: int, after: int) -> torch.Tensor:
 
 
 def window_labels(act: np.ndarray, config: IDMConfig) -> np.ndarray:
-    """The scored keys of every windowed step: ``(N - before - after, K)`` bool from ``act (N, 22)``."""
-    steps = act[config.before : len(act) - config.after]  # (N - before - after, 22)
+    """The scored effective keys of every windowed step: ``(N - before - after, K)`` bool from ``act (N, 22)``."""
+    steps = effective_keys(act[config.before : len(act) - config.after])  # (N - before - after, 22)
     return steps[:, [KEY_INDEX[k] for k in config.keys]].astype(bool)
 
 
@@ -282,10 +313,10 @@ def check_frame_skip(config: IDMConfig, episodes: list[Path]) -> None:
 
 
 def idm_config_for(episodes: list[Path], **fields: Any) -> IDMConfig:
-    """An ``IDMConfig`` for training on ``episodes``: the keys they press, their frame skip and scenario."""
+    """An ``IDMConfig`` for training on ``episodes``: the keys they press (effectively), their frame skip and scenario."""
     pressed = np.zeros(len(KEY_NAMES), bool)
     for path in episodes:
-        pressed |= read_labels(path)["act"].any(axis=0)
+        pressed |= effective_keys(read_labels(path)["act"]).any(axis=0)
     if not pressed.any():
         raise ValueError("the training episodes never press a key: an IDM has nothing to learn")
     keys = tuple(name for name, held in zip(KEY_NAMES, pressed) if held)
@@ -302,7 +333,7 @@ class _Windows:
     """Episodes' bands back to back, with the frames that have a full window."""
 
     bands: np.ndarray  # (F, bands, cols) float16
-    labels: np.ndarray  # (F, K) float32: the scored keys held at each step
+    labels: np.ndarray  # (F, K) float32: the scored effective keys held at each step
     steps: np.ndarray  # (S,) int64: indices t with frames t - before .. t + after in one episode
 
     def batch(self, steps: np.ndarray, config: IDMConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -319,7 +350,7 @@ def _load_windows(episodes: list[Path], config: IDMConfig, desc: str) -> _Window
         episode = torch.cat([frames_to_bands(c, config.bands, config.cols) for c in chunks])
         n = len(episode)
         bands.append(episode.half().numpy())
-        labels.append(read_labels(path)["act"][:, columns].astype(np.float32))
+        labels.append(effective_keys(read_labels(path)["act"])[:, columns].astype(np.float32))
         steps.append(offset + np.arange(config.before, n - config.after))
         offset += n
     return _Windows(np.concatenate(bands), np.concatenate(labels), np.concatenate(steps))
@@ -431,6 +462,7 @@ def train_idm(
         "val_episodes": len(val_episodes),
         "frame_skip": config.frame_skip,
         "scenario": config.scenario,
+        "labels": LABELS,
     }
     return model.eval(), info
 
@@ -449,6 +481,7 @@ def save_idm(model: InverseDynamicsModel, path: str | Path, info: dict[str, Any]
         "Names the keys held at step t from real frames t-before .. t+after; `elworld eval --idm` "
         "scores dream transitions with it. Trained on real training episodes only.", "",
         f"- Keys scored: {', '.join(cfg.keys)}",
+        f"- Labels: {info.get('labels', 'raw recorded keys')}",
         f"- Frame skip: {cfg.frame_skip}; scenario: {cfg.scenario}",
         f"- Validation macro-F1: {info.get('val_macro_f1', math.nan):.3f} ({f1})",
         f"- Data: {info.get('data')}", f"- Command: `{info.get('command')}`", "",
