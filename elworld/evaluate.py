@@ -39,7 +39,15 @@ from tqdm import tqdm
 
 from elworld.data import find_episodes, iter_frames, read_labels
 from elworld.frames import frames_to_tensor, tensor_to_frames
-from elworld.idm import InverseDynamicsModel, check_frame_skip, macro_f1, predict_keys
+from elworld.idm import (
+    LABELS,
+    OPPOSING_KEYS,
+    InverseDynamicsModel,
+    check_frame_skip,
+    effective_keys,
+    macro_f1,
+    predict_keys,
+)
 from elworld.keys import KEY_INDEX, KEY_NAMES
 from elworld.model.common import PRECISIONS, autocast, check_models_fit
 
@@ -200,9 +208,9 @@ class _IDMScorer:
         return predict_keys(self.idm, frames)[:, self.idm_columns]
 
     def add(self, name: str, pred: np.ndarray, act: np.ndarray) -> None:
-        """Score ``pred`` against the first ``len(pred)`` rows of ``act (>= len(pred), 22)``."""
+        """Score ``pred`` against the effective keys of the first ``len(pred)`` rows of raw ``act (>= len(pred), 22)``."""
         self.pred[name].append(pred)
-        self.true[name].append(act[: len(pred), self.act_columns].astype(bool))
+        self.true[name].append(effective_keys(act[: len(pred)])[:, self.act_columns].astype(bool))
 
     def scores(self) -> dict[str, dict[str, Any]]:
         empty = np.zeros((0, len(self.scored)), bool)
@@ -235,7 +243,11 @@ def evaluate(
     With an inverse-dynamics model ``idm`` (trained on real training episodes),
     ``results["memory"]["idm"]`` holds its macro-F1 (and per-key F1) over the
     keys it scores that the episodes press, on windows of frames ``t - before ..
-    t + after`` labelled with the keys ``act[t]`` of step ``t``:
+    t + after`` labelled with the EFFECTIVE keys of step ``t``
+    (``elworld.idm.effective_keys`` of ``act[t]``): opposing keys held together
+    (left+right, up+down, a+d) cancel and count as neither, since such a step
+    looks exactly like holding no key. The memory model is always driven by the
+    raw recorded keys; only the IDM's labels are effective keys. Scores:
 
     - ``real``: real held-out frames, scored against the recorded keys (the
       ceiling: what the IDM itself can read);
@@ -279,7 +291,8 @@ def evaluate(
                 f"idm_horizon must be >= {idm.config.after} (the IDM's frames after a step), got {config.idm_horizon}"
             )
         check_frame_skip(idm.config, episodes)
-        pressed = [name for name, held in zip(KEY_NAMES, all_actions.any(axis=0)) if held]
+        held = effective_keys(np.concatenate(episode_actions)).any(axis=0)
+        pressed = [name for name, h in zip(KEY_NAMES, held) if h]
         scored = [key for key in idm.config.keys if key in pressed]
         if not scored:
             raise ValueError(
@@ -438,6 +451,8 @@ def evaluate(
             "horizon": config.idm_horizon,
             "temperature": config.idm_temperature,
             "frame_skip": idm.config.frame_skip,
+            "labels": LABELS,
+            "opposing_keys": [list(pair) for pair in OPPOSING_KEYS],
             **scorer.scores(),
         }
     if heads["end_pred"]:
@@ -532,6 +547,8 @@ def _idm_lines(idm: dict[str, Any]) -> list[str]:
         f"IDM scored keys: {', '.join(keys)}; left out: {'; '.join(left_out)}. "
         f"Dreams: {idm['horizon']} steps at temperature {idm['temperature']} from real context "
         f"(frame skip {idm['frame_skip']}).",
+        "",
+        f"IDM labels: {idm.get('labels', LABELS)}.",
     ]
     return lines
 

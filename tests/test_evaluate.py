@@ -14,6 +14,7 @@ from elworld.cli import main
 from elworld.data import find_episodes
 from elworld.evaluate import PSNR_CAP, precision_recall, psnr, ssim
 from elworld.idm import IDMConfig, InverseDynamicsModel, save_idm
+from elworld.keys import KEY_INDEX
 
 from conftest import sliding_square_clip, torch_threads
 
@@ -47,13 +48,17 @@ def test_precision_recall_counts() -> None:
 
 
 def _episodes(
-    directory: Path, count: int = 2, frames: int = 40, frame_skip: int | None = None
+    directory: Path,
+    count: int = 2,
+    frames: int = 40,
+    frame_skip: int | None = None,
+    keys: tuple[str, ...] = ("right",),
 ) -> Path:
     directory.mkdir()
     clip = sliding_square_clip(frames)
     for i in range(count):
         act = np.zeros((frames, 22), np.uint8)
-        act[:, 4] = 1  # right held: the square slides
+        act[:, [KEY_INDEX[k] for k in keys]] = 1  # default: right held, the square slides
         done = np.zeros(frames, np.uint8)
         done[-1] = 1
         np.savez(
@@ -109,10 +114,10 @@ def test_eval_rejects_a_memory_model_that_does_not_fit(
     assert "do not fit: memory vocab_size 32 != vision codebook_size 16" in capsys.readouterr().err
 
 
-def _tiny_idm(folder: Path, frame_skip: int = 4) -> Path:
-    """An untrained IDM for the 32x32 test frames, scoring left and right."""
+def _tiny_idm(folder: Path, frame_skip: int = 4, keys: tuple[str, ...] = ("left", "right")) -> Path:
+    """An untrained IDM for the 32x32 test frames, scoring ``keys`` (default left and right)."""
     config = IDMConfig(
-        keys=("left", "right"), image_height=32, image_width=32, bands=4, cols=32, width=8,
+        keys=keys, image_height=32, image_width=32, bands=4, cols=32, width=8,
         frame_skip=frame_skip,
     )  # fmt: skip
     with torch.random.fork_rng():
@@ -155,6 +160,10 @@ def test_eval_with_an_idm_reports_its_scores(tiny_checkpoints: Path, tmp_path: P
         and "| real held-out transitions (ceiling) |" in report
     )
     assert "left out: left (never pressed in the evaluated episodes); 20 other keys" in report
+    assert (
+        "IDM labels: effective keys; opposing keys held together (left+right) cancel "
+        "and count as neither." in report
+    )
 
 
 def test_eval_idm_scores_follow_its_predictions(tiny_checkpoints: Path, tmp_path: Path) -> None:
@@ -177,6 +186,49 @@ def test_eval_idm_scores_follow_its_predictions(tiny_checkpoints: Path, tmp_path
         scores = evaluate(vision, memory, data, config, idm=idm)["memory"]["idm"]
     assert all(scores[name]["macro_f1"] == 1.0 for name in ("real", "reconstructed", "dream"))
     assert scores["dream_shuffled"]["windows"] == scores["dream"]["windows"] > 0
+
+
+def test_eval_idm_scores_effective_keys(
+    tiny_checkpoints: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Left+right held together count as neither in every IDM score; the dream still gets them."""
+    import elworld.evaluate as evaluate_module
+    from elworld.checkpoint import load_model
+    from elworld.evaluate import EvalConfig, evaluate
+    from elworld.model.memory import MemoryModel
+    from elworld.model.vision import VisionModel
+
+    idm = InverseDynamicsModel.from_checkpoint(
+        _tiny_idm(tmp_path / "idm", keys=("left", "right", "up"))
+    )
+    with torch.no_grad():
+        for p in idm.parameters():
+            p.zero_()
+        idm.head.bias.copy_(torch.tensor([-5.0, -5.0, 5.0]))  # up always, left and right never
+    driven = []
+    rollout = evaluate_module._rollout
+
+    def recording_rollout(memory, context, actions, *args, **kwargs):
+        driven.append(actions.cpu().numpy())
+        return rollout(memory, context, actions, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "_rollout", recording_rollout)
+    vision = load_model(tiny_checkpoints / "vision/best_model", VisionModel)
+    memory = load_model(tiny_checkpoints / "memory/best_model", MemoryModel)
+    config = EvalConfig(horizons=(1,), start_stride=8, idm_horizon=4)
+    data = _episodes(tmp_path / "heldout", frame_skip=4, keys=("left", "right", "up"))
+    with torch_threads(1):
+        scores = evaluate(vision, memory, find_episodes(data), config, idm=idm)["memory"]["idm"]
+    # Raw labels would score left and right too (F1 0: never predicted, always held).
+    assert scores["scored_keys"] == ["up"]
+    assert scores["left_out_keys"]["never_pressed"] == ["left", "right"]
+    for name in ("real", "reconstructed", "dream", "dream_shuffled", "dream_shuffled_vs_recorded"):
+        assert scores[name]["macro_f1"] == 1.0 and scores[name]["windows"] > 0, name
+    assert scores["labels"].startswith("effective keys")
+    assert ["left", "right"] in scores["opposing_keys"]
+    # The memory model is driven by the raw recorded keys: left and right both held.
+    held = [KEY_INDEX["left"], KEY_INDEX["right"], KEY_INDEX["up"]]
+    assert driven and all((a[..., held] == 1).all() for a in driven)
 
 
 def test_eval_rejects_an_idm_of_another_frame_skip(
