@@ -18,7 +18,7 @@ COMMAND_MODULES = (
     "elworld.data.cli",  # data info
     "elworld.record.cli",  # collect, record
     "elworld.train.cli",  # train vision|memory
-    "elworld.checkpoint",  # migrate-checkpoints
+    "elworld.checkpoint.migration",  # migrate-checkpoints
     "elworld.evaluate",  # eval
     "elworld.play.cli",  # play, rollout, demo
 )

@@ -1,0 +1,204 @@
+"""Reading checkpoints: config, weights (safetensors or a legacy ``model.pth``), models.
+
+Every ``.pth`` file loads with ``torch.load(weights_only=True)``: a file that
+needs more (arbitrary pickled objects) is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import typing
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file as _load_safetensors
+
+from elworld.checkpoint.layout import (
+    CONFIG_FILE,
+    KINDS,
+    LEGACY_WEIGHTS_FILE,
+    OPTIMIZER_FILE,
+    SCHEDULER_FILE,
+    TRAINER_STATE_FILE,
+    TRAINING_INFO_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+)
+from elworld.checkpoint.publish import recover_interrupted
+
+_STATE_KEYS = ("model_state_dict", "state_dict", "model")
+
+
+def _checkpoint_dir(path: str | os.PathLike) -> Path:
+    """The checkpoint folder ``path`` names (a file inside it stands for its folder)."""
+    path = Path(path)
+    if path.is_file():
+        path = path.parent
+    recover_interrupted(path.parent)
+    if path.is_dir():
+        return path
+    hint = ""
+    if path.parent.name in KINDS and (path.parent.parent / path.name).is_dir():
+        hint = " (an old flat layout was found: run `elworld migrate-checkpoints`)"
+    raise CheckpointError(f"checkpoint folder {path} does not exist{hint}")
+
+
+def _weights_file(folder: Path) -> Path:
+    for name in (WEIGHTS_FILE, LEGACY_WEIGHTS_FILE):
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(
+        f"no weights in {folder}: expected {WEIGHTS_FILE} (or a legacy {LEGACY_WEIGHTS_FILE})"
+    )
+
+
+def _field_hints(config_cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(config_cls)
+    except Exception:  # unresolvable annotations: fall back to no conversion
+        return {}
+
+
+def load_config(path: str | os.PathLike, config_cls: type, *, kind: str | None = None) -> Any:
+    """Rebuild ``config_cls`` from a checkpoint's ``config.json``.
+
+    ``kind`` (default ``config_cls.kind`` if it has one) must match the file's
+    ``"kind"``; no unknown field may be present, and every init field must be,
+    except fields with a default: those were added to the config after the
+    checkpoint was written, and their defaults keep the behaviour it was trained with.
+    """
+    file = _checkpoint_dir(path) / CONFIG_FILE
+    if not file.is_file():
+        raise CheckpointError(f"missing {file}: every checkpoint folder needs a {CONFIG_FILE}")
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{file} is not valid JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{file} must hold a JSON object, got {type(data).__name__}")
+    data = dict(data)
+    stored_kind = data.pop("kind", None)
+    expected = kind or getattr(config_cls, "kind", None)
+    if expected is not None and stored_kind is not None and stored_kind != expected:
+        raise CheckpointError(f"{file} is a {stored_kind!r} checkpoint, expected {expected!r}")
+    fields = dataclasses.fields(config_cls)
+    init_names = {f.name for f in fields if f.init}
+    unknown = sorted(set(data) - {f.name for f in fields})
+    has_default = {
+        f.name
+        for f in fields
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
+    missing = sorted(init_names - set(data) - has_default)
+    if unknown or missing:
+        parts = [
+            f"unknown fields {unknown}" if unknown else "",
+            f"missing fields {missing}" if missing else "",
+        ]
+        raise CheckpointError(
+            f"{file} does not match {config_cls.__name__}: " + "; ".join(p for p in parts if p)
+        )
+    hints = _field_hints(config_cls)
+    kwargs = {}
+    for name in init_names & set(data):
+        value = data[name]
+        if typing.get_origin(hints.get(name)) is tuple and isinstance(value, list):
+            value = tuple(value)  # JSON has no tuples
+        kwargs[name] = value
+    try:
+        return config_cls(**kwargs)
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{file} holds an invalid {config_cls.__name__}: {error}") from error
+
+
+def _torch_load(file: Path) -> Any:
+    try:
+        return torch.load(file, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{file} refused: not a plain tensor state dict (loading it could run code); "
+            f"re-save it as {WEIGHTS_FILE} from a trusted environment ({error})"
+        ) from error
+    except (RuntimeError, EOFError, OSError) as error:
+        raise CheckpointError(
+            f"{file} could not be read (corrupt or truncated?): {error}"
+        ) from error
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights: ``model.safetensors``, else a legacy ``model.pth``."""
+    file = _weights_file(_checkpoint_dir(path))
+    if file.name == WEIGHTS_FILE:
+        try:
+            return _load_safetensors(str(file), device="cpu")
+        except Exception as error:  # safetensors raises its own error type
+            raise CheckpointError(f"{file} could not be read (corrupt?): {error}") from error
+    state = _torch_load(file)
+    if isinstance(state, dict):
+        for key in _STATE_KEYS:
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file} holds a {type(state).__name__}, expected a state dict")
+    bad = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if bad:
+        raise CheckpointError(f"{file} is not a tensor state dict: non-tensor entries {bad[:10]}")
+    return dict(state)
+
+
+def load_model(path: str | os.PathLike, model_cls: type, device: str | torch.device = "cpu") -> Any:
+    """Build ``model_cls(config)`` from a checkpoint and load its weights strictly.
+
+    ``model_cls`` needs ``config_class`` and ``kind`` attributes. Weights are cast
+    to the model's own dtypes. Returns the model on ``device`` in eval mode.
+    """
+    folder = _checkpoint_dir(path)
+    config = load_config(folder, model_cls.config_class, kind=model_cls.kind)
+    model = model_cls(config)
+    state = load_state_dict(folder)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in sorted(set(state) & set(expected))
+        if state[key].shape != expected[key].shape
+    ]
+    if missing or unexpected or shapes:
+        problems = [
+            f"missing keys {missing}" if missing else "",
+            f"unexpected keys {unexpected}" if unexpected else "",
+            f"shape mismatches [{'; '.join(shapes)}]" if shapes else "",
+        ]
+        raise CheckpointError(
+            f"weights in {folder} do not fit {model_cls.__name__}: "
+            + "; ".join(p for p in problems if p)
+        )
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and expected[key].is_floating_point():
+            state[key] = tensor.to(expected[key].dtype)
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """What ``--resume`` needs: optimizer, scheduler and trainer state (None when absent)."""
+    folder = _checkpoint_dir(path)
+    result: dict[str, Any] = {}
+    for key, file in (
+        ("optimizer", OPTIMIZER_FILE),
+        ("scheduler", SCHEDULER_FILE),
+        ("trainer_state", TRAINER_STATE_FILE),
+    ):
+        result[key] = _torch_load(folder / file) if (folder / file).is_file() else None
+    info_file = folder / TRAINING_INFO_FILE
+    try:
+        result["training_info"] = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{info_file} is not valid JSON: {error}") from error
+    return result
