@@ -20,8 +20,20 @@ COMMAND_MODULES = (
     "elworld.train.cli",  # train vision|memory
     "elworld.checkpoint.migration",  # migrate-checkpoints
     "elworld.evaluate",  # eval
+    "elworld.control.cli",  # eval control (parser "eval-control", see NESTED_COMMANDS)
     "elworld.play.cli",  # play, rollout, demo
 )
+# ``elworld eval control`` has its own parser: ``eval``'s required flags keep argparse from
+# nesting a subcommand under it, so main() renames the two words to the parser's name.
+NESTED_COMMANDS = {("eval", "control"): "eval-control"}
+
+
+def _route(argv: list[str]) -> list[str]:
+    """``argv`` with a nested command (``eval control ...``) renamed to its parser's name."""
+    first = next((i for i, word in enumerate(argv) if not word.startswith("-")), None)
+    if first is not None and tuple(argv[first : first + 2]) in NESTED_COMMANDS:
+        return [*argv[:first], NESTED_COMMANDS[tuple(argv[first : first + 2])], *argv[first + 2 :]]
+    return argv
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``elworld`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_route(sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -255,6 +255,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from elworld.idm import register_train as register_idm  # elworld train idm
 
     register_idm(models)
+    from elworld.control.cli import register_train as register_control  # elworld train control
+
+    register_control(models)
 
 
 def _parse_size(text: str) -> tuple[int, int]:

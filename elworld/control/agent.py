@@ -1,0 +1,118 @@
+"""``Agent``: a trained control policy that plays from real frames.
+
+    from elworld.control import Agent
+
+    agent = Agent.from_checkpoint("checkpoints/control/best_model", checkpoints="checkpoints")
+    agent.reset()
+    action = agent.act(frame)  # frame: uint8 (H, W, 3) of any size -> (22,) uint8
+
+The agent tokenizes each frame with the vision model of the world it was
+trained in and acts on the same features it saw in the dream. Loading checks
+that world: the control checkpoint records its vision and memory fingerprints,
+and any other world is refused with a ``CheckpointError`` naming both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from elworld.control.policy import ControlPolicy
+from elworld.control.world_info import WorldInfo, check_same_world, recorded_world, resolve_world
+from elworld.frames import frames_to_tensor, resize_frames
+from elworld.model.vision import VisionModel
+
+
+class Agent:
+    """Acts in the real game (or any source of RGB frames) with a dream-trained policy.
+
+    Args:
+        policy: the control policy.
+        vision: the vision model of the world the policy was trained in.
+        world: that world's description (paths, fingerprints, keys, frame skip).
+    """
+
+    def __init__(self, policy: ControlPolicy, vision: VisionModel, world: WorldInfo) -> None:
+        c, v = policy.config, vision.config
+        if (c.vocab_size, c.grid_height, c.grid_width) != (
+            v.codebook_size,
+            v.grid_height,
+            v.grid_width,
+        ):
+            raise ValueError(
+                f"policy tokens ({c.vocab_size} codes, {c.grid_height}x{c.grid_width}) do not fit the "
+                f"vision model ({v.codebook_size} codes, {v.grid_height}x{v.grid_width})"
+            )
+        self.policy = policy.eval()
+        self.vision = vision.eval()
+        self.world = world
+        self.device = policy.token_table.device
+        self._previous: torch.Tensor | None = None
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        checkpoints: str | Path | None = None,
+        *,
+        device: str | torch.device = "cpu",
+    ) -> Agent:
+        """Load a control checkpoint and the vision model of its world.
+
+        The world's root is resolved like the dream env's: ``checkpoints``, else
+        ``$ELWORLD_CHECKPOINTS``, else the bundled demo world.
+
+        Raises:
+            CheckpointError: a folder is missing or broken, or the root's vision or
+                memory checkpoint is not the one the agent was trained in.
+        """
+        recorded = recorded_world(path)
+        paths, world = resolve_world(checkpoints)
+        check_same_world(path, recorded, world)
+        policy = ControlPolicy.from_checkpoint(path, device=device)
+        vision = VisionModel.from_checkpoint(paths.vision, device=device)
+        return cls(policy, vision, world)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """What the agent can do each step, e.g. ``("none", "left", "right")``."""
+        return self.policy.config.choices
+
+    def reset(self) -> None:
+        """Forget the previous frame (call at the start of every episode)."""
+        self._previous = None
+
+    @torch.no_grad()
+    def tokens(self, observation: np.ndarray) -> torch.Tensor:
+        """Token grid ``(1, gh, gw)`` of a uint8 RGB frame ``(H, W, 3)`` of any size."""
+        if not isinstance(observation, np.ndarray) or observation.dtype != np.uint8:
+            kind = (
+                observation.dtype
+                if isinstance(observation, np.ndarray)
+                else type(observation).__name__
+            )
+            raise ValueError(f"observation must be a uint8 RGB frame (H, W, 3), got {kind}")
+        if observation.ndim != 3 or observation.shape[-1] != 3 or 0 in observation.shape:
+            raise ValueError(
+                f"observation must be a uint8 RGB frame (H, W, 3), got shape {observation.shape}"
+            )
+        c = self.vision.config
+        frame = resize_frames(observation[None], c.image_height, c.image_width)  # (1, H, W, 3)
+        return self.vision.encode(frames_to_tensor(frame, device=self.device))  # (1, gh, gw)
+
+    @torch.no_grad()
+    def act_on_tokens(self, tokens: torch.Tensor) -> np.ndarray:
+        """The ``(22,)`` uint8 action for a token grid ``(1, gh, gw)`` (what the dream gives)."""
+        current = self.policy.frame_features(tokens.to(self.device))  # (1, Ff)
+        features = self.policy.features(
+            current, current if self._previous is None else self._previous
+        )
+        self._previous = current
+        choice = self.policy.logits(features).argmax(dim=1)
+        return self.policy.actions(choice)[0]
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        """The ``(22,)`` uint8 action for a real uint8 RGB frame ``(H, W, 3)`` of any size."""
+        return self.act_on_tokens(self.tokens(observation))

@@ -1,0 +1,289 @@
+"""``elworld eval control``: a dream-trained agent in the real game, next to fixed baselines.
+
+In one run, with the same game seeds for every policy (episode ``i`` uses
+``seed + i``):
+
+- the real game: the agent, no key, uniformly random keys and sticky random
+  keys (``elworld.record.collect``'s policies over the scenario's keys); return
+  = the game's reward summed (take_cover: tics survived), length = steps;
+- the dream: the same four policies, each started from the first real frames
+  of the first ``dream_episodes`` real episodes, ended by the memory model's end
+  head; return = the reward head summed.
+
+Both are capped at ``max_steps`` (World Models' 2100 tics by default). The
+report says whether the dream ranks the policies by mean episode length in the
+same order as the real game, the check World Models' dream-vs-real table makes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from elworld.atomic import atomic_write
+from elworld.control.agent import Agent
+from elworld.control.rollout import (
+    MixedPolicy,
+    NoKeyPolicy,
+    ScriptedPolicy,
+    agent_policy,
+    dream_rollouts,
+)
+from elworld.keys import NUM_KEYS
+from elworld.record.collect import make_policy
+from elworld_gym.world import DreamWorld
+
+logger = logging.getLogger(__name__)
+
+BASELINES = ("none", "random", "sticky")
+POLICIES = ("agent", *BASELINES)
+# World Models (Ha & Schmidhuber 2018), ViZDoom take_cover, 100 real episodes, return in tics.
+WORLD_MODELS_REFERENCE = (
+    "World Models: agent 1092 +/- 556, random 210 +/- 108, solved at 750 (tics)"
+)
+
+
+@dataclass
+class DreamSettings:
+    """How the dream half of the evaluation runs."""
+
+    episodes: int = 16
+    temperature: float = 1.0
+    sampling_steps: int = 1
+    guidance: float = 1.0
+    precision: str = "bf16"
+    device: str | torch.device = "cpu"
+
+
+class _AgentPlayer:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def reset(self, seed: int | None = None) -> None:
+        self.agent.reset()
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        return self.agent.act(frame)
+
+
+class _NoKeyPlayer:
+    def reset(self, seed: int | None = None) -> None:
+        pass
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        return np.zeros(NUM_KEYS, dtype=np.uint8)
+
+
+def _player(name: str, agent: Agent | None, keys: Sequence[int]):
+    if name == "agent":
+        if agent is None:
+            raise ValueError("the agent policy needs an agent")
+        return _AgentPlayer(agent)
+    if name == "none":
+        return _NoKeyPlayer()
+    return make_policy(name, keys)
+
+
+def stats(returns: Sequence[float], lengths: Sequence[int], max_steps: int) -> dict[str, Any]:
+    """Mean +/- std of returns and lengths, and how many episodes hit the cap."""
+    r, n = np.asarray(returns, dtype=np.float64), np.asarray(lengths, dtype=np.int64)
+    return {
+        "episodes": int(len(r)),
+        "return_mean": float(r.mean()),
+        "return_std": float(r.std()),
+        "length_mean": float(n.mean()),
+        "length_std": float(n.std()),
+        "capped": int((n >= max_steps).sum()),
+        "returns": r.round(3).tolist(),
+        "lengths": n.tolist(),
+    }
+
+
+def play_real(
+    make_env: Callable[[], gym.Env],
+    policies: Sequence[str],
+    *,
+    agent: Agent | None,
+    keys: Sequence[int],
+    episodes: int,
+    seed: int,
+    max_steps: int,
+    progress: bool = True,
+) -> tuple[dict[str, dict[str, Any]], list[np.ndarray]]:
+    """Play each policy for ``episodes`` real episodes (seeds ``seed + i``).
+
+    Returns per-policy :func:`stats` and the first frame of every episode.
+    """
+    env = make_env()
+    results: dict[str, dict[str, Any]] = {}
+    first_frames: list[np.ndarray] = []
+    try:
+        for name in policies:
+            player = _player(name, agent, keys)
+            returns, lengths = [], []
+            for i in tqdm(range(episodes), desc=f"real {name}", disable=not progress, leave=False):
+                frame, _ = env.reset(seed=seed + i)
+                if len(first_frames) < episodes:
+                    first_frames.append(np.array(frame, copy=True))
+                player.reset(seed + i)
+                total, steps, done = 0.0, 0, False
+                while not done and steps < max_steps:
+                    frame, reward, terminated, truncated, _ = env.step(player(frame))
+                    total += float(reward)
+                    steps += 1
+                    done = terminated or truncated
+                returns.append(total)
+                lengths.append(steps)
+            results[name] = stats(returns, lengths, max_steps)
+            logger.info(
+                "real %s: return %.1f +/- %.1f, length %.1f steps",
+                name, results[name]["return_mean"], results[name]["return_std"], results[name]["length_mean"],
+            )  # fmt: skip
+    finally:
+        env.close()
+    return results, first_frames
+
+
+def play_dream(
+    agent: Agent | None,
+    policies: Sequence[str],
+    first_frames: Sequence[np.ndarray],
+    *,
+    keys: Sequence[int],
+    settings: DreamSettings,
+    seed: int,
+    max_steps: int,
+    vision: str | Path,
+    memory: str | Path,
+) -> dict[str, dict[str, Any]]:
+    """Play each policy in ``settings.episodes`` dreams started from ``first_frames`` (all in one batch)."""
+    frames = np.stack(list(first_frames)[: settings.episodes])  # (D, H, W, 3)
+    d = len(frames)
+    world = DreamWorld.from_checkpoints(
+        None, vision=vision, memory=memory, start_observations=frames,
+        num_envs=d * len(policies), device=settings.device, temperature=settings.temperature,
+        sampling_steps=settings.sampling_steps, guidance=settings.guidance, precision=settings.precision,
+    )  # fmt: skip
+    players = []
+    for name in policies:
+        if name == "agent":
+            if agent is None:
+                raise ValueError("the agent policy needs an agent")
+            players.append(agent_policy(agent.policy.to(world.device), d))
+        elif name == "none":
+            players.append(NoKeyPolicy())
+        else:
+            players.append(ScriptedPolicy(name, keys))
+    starts = world.bank.repeat(len(policies), 1)  # (P * D, T): policy p plays dreams p*D..p*D+D-1
+    bar = tqdm(
+        desc="dream steps", unit="step", leave=False, disable=not logger.isEnabledFor(logging.INFO)
+    )
+    result = dream_rollouts(
+        world, starts, MixedPolicy(players, [d] * len(policies)), max_steps=max_steps, seed=seed,
+        on_step=bar.update,
+    )  # fmt: skip
+    bar.close()
+    out = {}
+    for p, name in enumerate(policies):
+        rows = slice(p * d, (p + 1) * d)
+        out[name] = stats(result.returns[rows], result.lengths[rows], max_steps)
+        out[name]["terminated"] = int(result.terminated[rows].sum())
+    return out
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-a between two score lists (1: same order, -1: reversed)."""
+    pairs = [(i, j) for i in range(len(a)) for j in range(i + 1, len(a))]
+    if not pairs:
+        return 1.0
+    score = sum(np.sign(a[i] - a[j]) * np.sign(b[i] - b[j]) for i, j in pairs)
+    return float(score / len(pairs))
+
+
+def ranking(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Policies by mean episode length, longest first."""
+    return sorted(results, key=lambda name: -results[name]["length_mean"])
+
+
+def build_report(
+    real: dict[str, dict[str, Any]], dream: dict[str, dict[str, Any]] | None, facts: dict[str, Any]
+) -> dict[str, Any]:
+    """The JSON report: facts, per-policy real and dream stats, and the ranking comparison."""
+    report: dict[str, Any] = {**facts, "real": real, "dream": dream}
+    if dream:
+        names = [name for name in real if name in dream]
+        tau = kendall_tau(
+            [real[n]["length_mean"] for n in names], [dream[n]["length_mean"] for n in names]
+        )
+        real_order = ranking({n: real[n] for n in names})
+        dream_order = ranking({n: dream[n] for n in names})
+        report["ranking"] = {
+            "by": "mean episode length",
+            "real": real_order,
+            "dream": dream_order,
+            "same_order": real_order == dream_order,
+            "kendall_tau": tau,
+        }
+    return report
+
+
+def _pm(entry: dict[str, Any], key: str) -> str:
+    return f"{entry[f'{key}_mean']:.1f} +/- {entry[f'{key}_std']:.1f}"
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """The report as markdown: one table, real beside dream, and the ranking check."""
+    real, dream = report["real"], report.get("dream") or {}
+    lines = [
+        f"# Control agent: real game vs dream ({report['real_env']})",
+        "",
+        f"Agent: `{report['agent']}`. Real: {report['episodes']} episodes per policy (seeds "
+        f"{report['seed']}..{report['seed'] + report['episodes'] - 1}, the same for every policy), "
+        f"frame skip {report['frame_skip']}; dream: "
+        + (f"{report['dream_episodes']} episodes per policy from the same first frames, ended by the end head"
+           if dream else "not run")
+        + f". Every episode is capped at {report['max_steps']} steps "
+        f"({report['max_steps'] * report['frame_skip']} tics). Return = reward summed (take_cover: tics survived; "
+        "in the dream the reward head's).",
+        "",
+        "| policy | real return | real length (steps) | capped | dream return | dream length (steps) | capped |",
+        "|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for name, entry in real.items():
+        other = dream.get(name)
+        dream_cells = (
+            f"{_pm(other, 'return')} | {_pm(other, 'length')} | {other['capped']}"
+            if other
+            else "- | - | -"
+        )
+        lines.append(
+            f"| {name} | {_pm(entry, 'return')} | {_pm(entry, 'length')} | {entry['capped']} | {dream_cells} |"
+        )
+    lines.append("")
+    if "ranking" in report:
+        r = report["ranking"]
+        lines += [
+            f"Ranking by mean episode length: real {' > '.join(r['real'])}; dream {' > '.join(r['dream'])}: "
+            + ("the same order" if r["same_order"] else "a different order")
+            + f" (Kendall tau {r['kendall_tau']:.2f}).",
+            "",
+        ]
+    lines += [f"Reference: {WORLD_MODELS_REFERENCE}.", ""]
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """Write ``eval.json`` and ``eval.md`` to ``out`` (atomically)."""
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2, default=str) + "\n"
+    atomic_write(out / "eval.json", lambda handle: handle.write(text.encode()))
+    atomic_write(out / "eval.md", lambda handle: handle.write(markdown_report(report).encode()))

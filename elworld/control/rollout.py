@@ -1,0 +1,194 @@
+"""Policies played in many dreams at once, on one ``DreamWorld``.
+
+``dream_rollouts`` steps only the dreams still running (``DreamWorld.step``
+takes a subset), so a batch gets cheaper as its episodes end: the memory pass is
+the whole cost of a dream step. An episode ends as in the dream env: when the
+end head says more than ``END_THRESHOLD`` (terminated) or after ``max_steps``
+(truncated). A dream starts from one real frame repeated as its history (as
+``DreamEnv.reset(options={"observation": frame})`` does), which is also how the
+agent starts in the real game.
+
+Besides the dream env's return (the reward head summed until the end) each
+episode gets an *expected return*: every step's reward weighted by the chance
+that the end head has not ended the episode before it, ``sum_t r_t prod_{s<t}
+(1 - p_s)``. It scores a dangerous step even when the end head stays below the
+threshold, which makes it a far less noisy fitness for CMA-ES than the
+thresholded length; ``survival_floor`` stops an episode once that chance is
+below it (its return is then a lower bound).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from elworld.control.policy import ControlPolicy
+from elworld.keys import NUM_KEYS
+from elworld.record.collect import RandomKeysPolicy, StickyKeysPolicy
+from elworld_gym.world import END_THRESHOLD, DreamWorld
+
+
+class DreamPolicy(Protocol):
+    """Acts in ``n`` dreams; ``act`` gets the running dreams' indices (into ``0..n-1``)."""
+
+    def reset(self, n: int, seed: int) -> None: ...
+
+    def act(self, tokens: torch.Tensor, index: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class RolloutResult:
+    """Per-episode outcomes of ``dream_rollouts``, each ``(n,)``."""
+
+    returns: np.ndarray  # the dream env's return: reward head summed until the end
+    lengths: np.ndarray  # steps until the end (int)
+    expected_returns: np.ndarray  # rewards weighted by the chance the episode is still running
+    terminated: np.ndarray  # bool: the end head ended it
+    steps: int  # dream steps spent (all episodes)
+
+
+class CandidatesPolicy:
+    """Dream ``i`` is played by the policy with parameter row ``params[i]`` (CMA-ES candidates)."""
+
+    def __init__(self, policy: ControlPolicy, params: np.ndarray) -> None:
+        self.policy = policy
+        device = policy.token_table.device
+        self.params = torch.as_tensor(np.asarray(params), dtype=torch.float32, device=device)
+        self.previous: torch.Tensor | None = None
+
+    def reset(self, n: int, seed: int) -> None:
+        assert len(self.params) == n, "one parameter row per dream"
+        self.previous = None
+
+    def act(self, tokens: torch.Tensor, index: np.ndarray) -> np.ndarray:
+        current = self.policy.frame_features(tokens)  # (m, Ff)
+        if self.previous is None:
+            self.previous = torch.zeros(len(self.params), current.shape[1], device=current.device)
+            self.previous[torch.as_tensor(index)] = current  # the first step has no motion
+        rows = torch.as_tensor(index, device=current.device)
+        features = self.policy.features(current, self.previous[rows])
+        self.previous[rows] = current
+        choice = self.policy.batched_logits(features, self.params[rows]).argmax(dim=1)
+        return self.policy.actions(choice)
+
+
+def agent_policy(policy: ControlPolicy, n: int) -> CandidatesPolicy:
+    """The policy's own parameters in all ``n`` dreams."""
+    return CandidatesPolicy(policy, np.tile(policy.get_flat(), (n, 1)))
+
+
+class NoKeyPolicy:
+    """Never presses a key."""
+
+    def reset(self, n: int, seed: int) -> None:
+        pass
+
+    def act(self, tokens: torch.Tensor, index: np.ndarray) -> np.ndarray:
+        return np.zeros((len(index), NUM_KEYS), dtype=np.uint8)
+
+
+class ScriptedPolicy:
+    """One ``elworld.record.collect`` policy (``random`` or ``sticky``) per dream, seeded per dream."""
+
+    def __init__(self, name: str, keys: Sequence[int]) -> None:
+        if name not in ("random", "sticky"):
+            raise ValueError(f"scripted policy must be random or sticky, got {name!r}")
+        self.name, self.keys = name, list(keys)
+        self.players: list[RandomKeysPolicy] = []
+
+    def reset(self, n: int, seed: int) -> None:
+        cls = RandomKeysPolicy if self.name == "random" else StickyKeysPolicy
+        self.players = [cls(self.keys, seed=seed + i) for i in range(n)]
+
+    def act(self, tokens: torch.Tensor, index: np.ndarray) -> np.ndarray:
+        return np.stack([self.players[i](None) for i in index])
+
+
+class MixedPolicy:
+    """Several policies side by side: the first ``counts[0]`` dreams play ``policies[0]``, etc."""
+
+    def __init__(self, policies: Sequence[DreamPolicy], counts: Sequence[int]) -> None:
+        self.policies, self.bounds = list(policies), np.cumsum([0, *counts])
+
+    def reset(self, n: int, seed: int) -> None:
+        assert n == self.bounds[-1]
+        for i, policy in enumerate(self.policies):
+            policy.reset(int(self.bounds[i + 1] - self.bounds[i]), seed + 100_003 * i)
+
+    def act(self, tokens: torch.Tensor, index: np.ndarray) -> np.ndarray:
+        actions = np.zeros((len(index), NUM_KEYS), dtype=np.uint8)
+        for i, policy in enumerate(self.policies):
+            low, high = self.bounds[i], self.bounds[i + 1]
+            mine = np.flatnonzero((index >= low) & (index < high))
+            if mine.size:
+                actions[mine] = policy.act(tokens[mine], index[mine] - low)
+        return actions
+
+
+def still_stacks(world: DreamWorld, tokens: torch.Tensor) -> torch.Tensor:
+    """Histories ``(n, K, T)`` that repeat each frame's tokens ``(n, T)`` K times."""
+    return tokens[:, None].expand(-1, world.context_frames, -1).contiguous()
+
+
+@torch.inference_mode()
+def dream_rollouts(
+    world: DreamWorld,
+    start_tokens: torch.Tensor,
+    policy: DreamPolicy,
+    *,
+    max_steps: int,
+    seed: int,
+    survival_floor: float = 0.0,
+    on_step=None,
+) -> RolloutResult:
+    """Play ``policy`` in ``n = len(start_tokens)`` dreams (world slots ``0..n-1``) until each ends.
+
+    ``start_tokens``: ``(n, T)`` tokens of the start frames. ``seed`` seeds the
+    world's sampling and the policy. Rewards are the reward head's (1 per step
+    when the memory model has none). ``on_step(running)`` is called after every
+    step with the number of dreams stepped.
+    """
+    n = len(start_tokens)
+    if n > world.num_envs:
+        raise ValueError(f"{n} dreams do not fit a world of {world.num_envs} envs")
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    slots = np.arange(n)
+    world.seed(seed)
+    world.reset_envs(slots, still_stacks(world, start_tokens.to(world.device)))
+    policy.reset(n, seed)
+    returns = np.zeros(n)
+    expected = np.zeros(n)
+    survival = np.ones(n)
+    lengths = np.zeros(n, dtype=np.int64)
+    terminated = np.zeros(n, dtype=bool)
+    running = np.ones(n, dtype=bool)
+    steps = 0
+    grid = world.grid_shape
+    for _ in range(max_steps):
+        index = np.flatnonzero(running)
+        if not index.size:
+            break
+        rows = torch.as_tensor(index, device=world.device)
+        tokens = world.history[rows, -1].view(len(index), *grid)  # (m, gh, gw)
+        actions = policy.act(tokens, index)
+        step = world.step(actions, index)
+        reward = step.reward.astype(np.float64) if world.has_reward_head else np.ones(len(index))
+        end = step.end_prob.astype(np.float64) if world.has_end_head else np.zeros(len(index))
+        returns[index] += reward
+        expected[index] += survival[index] * reward
+        survival[index] *= 1.0 - end
+        lengths[index] += 1
+        ended = end > END_THRESHOLD
+        terminated[index[ended]] = True
+        running[index[ended]] = False
+        if survival_floor > 0:
+            running[index[survival[index] < survival_floor]] = False
+        steps += len(index)
+        if on_step is not None:
+            on_step(len(index))
+    return RolloutResult(returns, lengths, expected, terminated, steps)
