@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from elworld.data import find_episodes, iter_frames, read_labels
+from elworld.data import find_episodes, iter_frames, read_labels, recording_provenance
 from elworld.frames import frames_to_tensor, tensor_to_frames
 from elworld.idm import (
     LABELS,
@@ -679,8 +679,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_eval)
 
 
+def check_world_rate(
+    world: dict[str, Any], data: dict[str, Any], memory_path: Path | None, data_path: Path
+) -> None:
+    """Raise ``ValueError`` when held-out recordings were made at another frame skip than the world.
+
+    A world steps at its training data's frame skip; scoring it on episodes
+    recorded at another rate would compare different motions per step.
+    Unrecorded frame skips (older checkpoints, recordings without sidecars) pass.
+    """
+    ours, theirs = world.get("frame_skip"), data.get("frame_skip")
+    if ours is not None and theirs is not None and ours != theirs:
+        raise ValueError(
+            f"--data {data_path} was recorded at frame skip {theirs}, but the memory model "
+            f"{memory_path} was trained on frame skip {ours}: record held-out episodes at the "
+            f"world's frame skip (elworld collect doom --frame-skip {ours})"
+        )
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """``elworld eval``."""
+    from elworld.checkpoint import recording_info
     from elworld.model.memory import MemoryModel
     from elworld.model.vision import VisionModel
     from elworld.train.distributed import resolve_device
@@ -710,7 +729,11 @@ def run_eval(args: argparse.Namespace) -> int:
         idm_horizon=args.idm_horizon, idm_temperature=args.idm_temperature,
         guidance=args.guidance, precision=args.precision,
     )  # fmt: skip
-    results = evaluate(vision, memory, find_episodes(args.data), config, device, idm=idm)
+    episodes = find_episodes(args.data)
+    world = recording_info(args.memory) if args.memory is not None else {}
+    check_world_rate(world, recording_provenance(episodes), args.memory, args.data)
+    results = evaluate(vision, memory, episodes, config, device, idm=idm)
+    results["world_recordings"] = world
     results["checkpoints"] = {
         "vision": str(args.vision),
         "memory": str(args.memory) if args.memory else None,

@@ -84,7 +84,9 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
       default ``<checkpoints>/start_frames.npz``.
     - ``obs_type``: ``"rgb"`` or ``"tokens"``.
     - ``render_mode``: ``None``, ``"rgb_array"`` or ``"human"`` (a pygame
-      window, ``render_scale`` times the frame size, at 20 fps).
+      window, ``render_scale`` times the frame size, at ``metadata["render_fps"]``:
+      the world's recorded steps per second, e.g. 8.75 for ViZDoom at frame
+      skip 4, or 20 for worlds that do not record it).
     - ``temperature`` (0 = argmax, deterministic), ``top_k``,
       ``sampling_steps`` (MaskGIT refinement passes per frame), ``guidance``
       (classifier-free guidance scale on the keys, 1 = off; needs a memory
@@ -139,6 +141,9 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
             guidance=guidance,
             precision=precision,
         )
+        # The world plays at its recordings' rate (35 / frame skip for ViZDoom) when known.
+        rate = self.world.steps_per_second
+        self.metadata = {**type(self).metadata, "render_fps": rate or RENDER_FPS}
         self.obs_type = obs_type
         self.render_mode = render_mode
         self.max_episode_steps = max_episode_steps

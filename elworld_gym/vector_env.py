@@ -94,6 +94,9 @@ class DreamVectorEnv(VectorEnv):
             precision=precision,
         )
         self.num_envs = num_envs
+        # The world plays at its recordings' rate (35 / frame skip for ViZDoom) when known.
+        rate = self.world.steps_per_second
+        self.metadata = {**type(self).metadata, "render_fps": rate or RENDER_FPS}
         self.obs_type = obs_type
         self.render_mode = render_mode
         self.max_episode_steps = max_episode_steps

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from elworld.checkpoint import recording_info
 from elworld.frames import frames_to_tensor, resize_frames, tensor_to_frames
 from elworld.model.common import autocast, check_models_fit, check_precision
 from elworld.model.memory import MemoryModel
@@ -81,6 +82,8 @@ class DreamWorld:
             (faster on CPUs with AVX-512 BF16 / AMX and on GPUs), ``"fp32"`` in
             full precision.
         names: how error messages name the two checkpoints.
+        recordings: where the memory model's training data came from
+            (``loading.recording_info``); sets ``steps_per_second``.
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class DreamWorld:
         guidance: float = 1.0,
         precision: str = "bf16",
         names: tuple[str, str] = ("(not from a file)", "(not from a file)"),
+        recordings: dict | None = None,
     ) -> None:
         check_sampling_args(temperature, top_k, sampling_steps, guidance)
         check_precision(precision)
@@ -114,6 +118,7 @@ class DreamWorld:
         self.sampling_steps = sampling_steps
         self.guidance = float(guidance)
         self.precision = precision
+        self.recordings = dict(recordings or {})  # where the world's training data came from
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(0)
         self.bank = self._encode_bank(start_frames)  # (S, T)
@@ -160,9 +165,16 @@ class DreamWorld:
             guidance=guidance,
             precision=precision,
             names=(str(paths.vision), str(paths.memory)),
+            recordings=recording_info(paths.memory),
         )
 
     # ------------------------------------------------------------ properties
+    @property
+    def steps_per_second(self) -> float | None:
+        """The real game's steps per second at the world's frame skip (None if unrecorded)."""
+        rate = self.recordings.get("steps_per_second")
+        return float(rate) if isinstance(rate, int | float) and rate > 0 else None
+
     @property
     def context_frames(self) -> int:
         """K: frames the memory model sees, the current one included."""

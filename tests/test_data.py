@@ -415,3 +415,23 @@ def test_start_frames_bank_is_real_frames_from_the_training_split(tmp_path: Path
     out = tmp_path / "bank.npz"
     assert main(["data", "start-frames", str(tmp_path), "--out", str(out), "--count", "5"]) == 0
     assert np.load(out)["obs"].shape == (5, 192, 256, 3)
+
+
+def test_recording_provenance_from_sidecars(tmp_path: Path) -> None:
+    import json
+
+    from elworld.data import recording_provenance
+
+    paths = []
+    for i, skip in enumerate((4, 4)):
+        path = tmp_path / f"ep_{i}.npz"
+        path.write_bytes(b"")
+        sidecar = {"source": "vizdoom", "scenario": "take_cover", "frame_skip": skip}
+        sidecar["policy"] = ["sticky", "random"][i]
+        path.with_suffix(".json").write_text(json.dumps(sidecar))
+        paths.append(path)
+    info = recording_provenance(paths)
+    assert info["frame_skip"] == 4 and info["steps_per_second"] == 8.75
+    assert info["policy"] == ["random", "sticky"]  # several values: all of them, sorted
+    assert "keys" not in info  # no sidecar had it
+    assert recording_provenance([tmp_path / "none.npz"]) == {}

@@ -349,3 +349,43 @@ def test_bundled_demo_checkpoint_dreams() -> None:
     assert env.observation_space.contains(obs) and np.isfinite(reward)
     assert info["tokens"].shape == (24, 32)
     env.close()
+
+
+def _world_with_recordings(tiny_checkpoints: Path, tmp_path: Path, recordings: dict) -> Path:
+    """A copy of the tiny world whose memory checkpoint says where its data came from."""
+    import json
+    import shutil
+
+    root = tmp_path / "world"
+    shutil.copytree(tiny_checkpoints, root)
+    info_file = best_model_dir(root, "memory") / "training_info.json"
+    info = json.loads(info_file.read_text())
+    info_file.write_text(json.dumps({**info, "recordings": recordings}))
+    return root
+
+
+def test_render_fps_follows_the_worlds_recorded_rate(
+    tiny_checkpoints: Path, tmp_path: Path
+) -> None:
+    root = _world_with_recordings(
+        tiny_checkpoints, tmp_path, {"source": "vizdoom", "frame_skip": 4, "steps_per_second": 8.75}
+    )
+    env = DreamEnv(root)
+    assert env.metadata["render_fps"] == 8.75
+    assert env.world.recordings["frame_skip"] == 4
+    assert DreamEnv.metadata["render_fps"] == 20  # the class default is untouched
+    assert DreamEnv(tiny_checkpoints).metadata["render_fps"] == 20  # unrecorded: 20 fps
+    envs = gym.make_vec("ElWorldDream-v0", num_envs=2, checkpoints=root, obs_type="tokens")
+    assert envs.metadata["render_fps"] == 8.75
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_precision_is_an_env_option(tiny_checkpoints: Path, precision: str) -> None:
+    env = DreamEnv(tiny_checkpoints, precision=precision, temperature=0.0)
+    env.reset(seed=0)
+    obs, *_ = env.step(np.zeros(NUM_KEYS, np.uint8))
+    assert obs.shape == env.observation_space.shape and env.world.precision == precision
+    with pytest.raises(ValueError, match="precision"):
+        DreamEnv(tiny_checkpoints, precision="fp8")
+    with pytest.raises(ValueError, match="guidance"):
+        DreamEnv(tiny_checkpoints, guidance=-1.0)

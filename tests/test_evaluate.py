@@ -242,3 +242,12 @@ def test_eval_rejects_an_idm_of_another_frame_skip(
     assert main(["eval", "--vision", str(tiny_checkpoints / "vision/best_model"), "--data", str(data),
                  "--idm", str(idm)]) == 1  # fmt: skip
     assert "--idm needs --memory" in capsys.readouterr().err
+
+
+def test_eval_refuses_recordings_at_another_frame_skip() -> None:
+    from elworld.evaluate import check_world_rate
+
+    check_world_rate({"frame_skip": 4}, {"frame_skip": 4}, Path("m"), Path("d"))
+    check_world_rate({}, {"frame_skip": 2}, Path("m"), Path("d"))  # older world: unknown
+    with pytest.raises(ValueError, match=r"--data d was recorded at frame skip 2.*frame skip 4"):
+        check_world_rate({"frame_skip": 4}, {"frame_skip": 2}, Path("m"), Path("d"))

@@ -51,6 +51,7 @@ from elworld.checkpoint.loading import (
     load_model,
     load_state_dict,
     load_training_state,
+    recording_info,
 )
 from elworld.checkpoint.migration import migrate_checkpoints, migrate_main, register
 from elworld.checkpoint.publish import _write_bytes as _write_bytes  # a seam the tests patch
@@ -90,6 +91,7 @@ __all__ = [
     "migrate_checkpoints",
     "migrate_main",
     "prune_epoch_checkpoints",
+    "recording_info",
     "recover_interrupted",
     "register",
     "rng_state",

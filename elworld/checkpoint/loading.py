@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pickle
 import typing
@@ -31,6 +32,9 @@ from elworld.checkpoint.layout import (
 from elworld.checkpoint.publish import recover_interrupted
 
 _STATE_KEYS = ("model_state_dict", "state_dict", "model")
+
+
+logger = logging.getLogger(__name__)
 
 
 def _checkpoint_dir(path: str | os.PathLike) -> Path:
@@ -202,3 +206,22 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{info_file} is not valid JSON: {error}") from error
     return result
+
+
+def recording_info(memory_checkpoint: str | os.PathLike) -> dict[str, Any]:
+    """The ``"recordings"`` entry of a memory checkpoint's ``training_info.json``.
+
+    It says where the world's training data came from (``source``,
+    ``scenario``, ``frame_skip``, ``steps_per_second``, ``keys``); ``{}`` for
+    checkpoints trained before it was recorded, or without a readable file.
+    """
+    path = Path(memory_checkpoint) / TRAINING_INFO_FILE
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        logger.warning("ignoring unreadable %s: %s", path, error)
+        return {}
+    recordings = info.get("recordings") if isinstance(info, dict) else None
+    return recordings if isinstance(recordings, dict) else {}

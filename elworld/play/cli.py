@@ -90,7 +90,7 @@ def play(
     checkpoints: str | None = None,
     *,
     scale: int | None = None,
-    fps: float = 20.0,
+    fps: float | None = None,
     temperature: float = 1.0,
     top_k: int | None = None,
     seed: int | None = None,
@@ -103,7 +103,9 @@ def play(
     """Play the dream in a window until quit (or ``max_frames``); return ``PlaySession.stats()``.
 
     ``scale`` defaults to 3 (2 with ``compare``, whose window is twice as
-    wide). ``screenshot`` saves the window as a PNG when the session ends.
+    wide). ``fps`` defaults to the world's rate (``metadata["render_fps"]``: the
+    recordings' steps per second), and ``compare`` runs the real game at the
+    world's frame skip. ``screenshot`` saves the window as a PNG when the session ends.
     """
     from elworld.play.window import PlayConfig, PlaySession
 
@@ -115,16 +117,18 @@ def play(
         )
     if scale is None:
         scale = 2 if compare else 3
-    config = PlayConfig(scale=scale, fps=fps, seed=seed, record_dir=Path(record_dir))
     real_env = None
     if compare is not None:
         from elworld.play.compare_doom import make_real_env, parse_compare_spec
 
         parse_compare_spec(compare)  # fail before loading the models
     env = make_dream_env(checkpoints, temperature=temperature, top_k=top_k, device=device)
+    fps = fps or float(env.metadata["render_fps"])
+    config = PlayConfig(scale=scale, fps=fps, seed=seed, record_dir=Path(record_dir))
     try:
         if compare is not None:
-            real_env = make_real_env(compare)
+            frame_skip = env.unwrapped.world.recordings.get("frame_skip", 2)
+            real_env = make_real_env(compare, frame_skip=int(frame_skip))
         session = PlaySession(env, config, real_env=real_env)
         try:
             session.run(max_frames=max_frames)
@@ -155,7 +159,7 @@ def rollout(
     policy_keys: tuple[str, ...] = DEFAULT_POLICY_KEYS,
     compare: str | os.PathLike[str] | None = None,
     seed: int | None = 0,
-    fps: float = 20.0,
+    fps: float | None = None,
     scale: int = 2,
     temperature: float = 1.0,
     top_k: int | None = None,
@@ -167,6 +171,7 @@ def rollout(
     ``steps + 1`` frames. With ``compare`` (an episode ``.npz``): its actions
     drive the dream from its first frame and the video shows real | dream |
     difference, ``min(steps, N - 1) + 1`` frames (default: the whole episode).
+    ``fps`` defaults to the world's rate (``metadata["render_fps"]``).
     """
     from elworld.play.policies import make_policy
     from elworld.play.rollout import compare_video, rollout_video
@@ -181,6 +186,7 @@ def rollout(
             checkpoints, temperature=temperature, top_k=top_k, device=device,
             max_episode_steps=limit,
         )  # fmt: skip
+        fps = fps or float(env.metadata["render_fps"])
         try:
             return compare_video(env, compare, out, steps=steps, seed=seed, fps=fps, scale=scale)
         finally:
@@ -190,6 +196,7 @@ def rollout(
     env = make_dream_env(
         checkpoints, temperature=temperature, top_k=top_k, device=device, max_episode_steps=steps
     )
+    fps = fps or float(env.metadata["render_fps"])
     try:
         return rollout_video(env, out, policy=agent, steps=steps, seed=seed, fps=fps, scale=scale)
     finally:
@@ -268,7 +275,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="window pixels per frame pixel (default: 3, or 2 with --compare)",
     )
     play_parser.add_argument(
-        "--fps", type=_positive_float, default=20.0, help="frames (dream steps) per second (20)"
+        "--fps",
+        type=_positive_float,
+        default=None,
+        help="frames (dream steps) per second (default: the world's recorded rate, e.g. 8.75 "
+        "at ViZDoom frame skip 4; 20 when the world does not record it)",
     )
     play_parser.add_argument(
         "--compare",
@@ -323,7 +334,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="video file, .mp4 or .gif by suffix (default: %(default)s)",
     )
     rollout_parser.add_argument(
-        "--fps", type=_positive_float, default=20.0, help="video frame rate (default: 20)"
+        "--fps",
+        type=_positive_float,
+        default=None,
+        help="video frame rate (default: the world's recorded rate, else 20)",
     )
     rollout_parser.add_argument(
         "--scale", type=_positive_int, default=2, help="video pixels per frame pixel (default: 2)"
