@@ -118,6 +118,10 @@ def register_train(models: argparse._SubParsersAction) -> None:
         help="share of the start bank held out for evaluation (default: %(default)s)",
     )  # fmt: skip
     group.add_argument(
+        "--max-heldout", type=int, default=32,
+        help="at most this many held-out start frames, to bound an evaluation's cost (default: %(default)s)",
+    )  # fmt: skip
+    group.add_argument(
         "--eval-rollouts", type=int, default=1,
         help="dreams per held-out start frame (default: %(default)s)",
     )  # fmt: skip
@@ -172,7 +176,7 @@ def run_train_control(args: argparse.Namespace) -> int:
         out=args.out, checkpoints=args.checkpoints, start_frames=args.start_frames, keys=args.keys,
         generations=args.generations, population=args.population, rollouts=args.rollouts,
         sigma=args.sigma, max_steps=args.max_steps, survival_floor=args.survival_floor,
-        eval_every=args.eval_every, heldout_fraction=args.heldout_fraction,
+        eval_every=args.eval_every, heldout_fraction=args.heldout_fraction, max_heldout=args.max_heldout,
         eval_rollouts=args.eval_rollouts, temperature=args.temperature,
         sampling_steps=args.sampling_steps, guidance=args.guidance, precision=args.precision,
         device=args.device, seed=args.seed, resume=args.resume, time_limit_min=args.time_limit,

@@ -185,8 +185,9 @@ def play_dream(
             players.append(ScriptedPolicy(name, keys))
     starts = world.bank.repeat(len(policies), 1)  # (P * D, T): policy p plays dreams p*D..p*D+D-1
     bar = tqdm(
-        desc="dream steps", unit="step", leave=False, disable=not logger.isEnabledFor(logging.INFO)
-    )
+        desc="dream steps", unit="step", leave=False, mininterval=2.0,
+        disable=not logger.isEnabledFor(logging.INFO),
+    )  # fmt: skip
     result = dream_rollouts(
         world, starts, MixedPolicy(players, [d] * len(policies)), max_steps=max_steps, seed=seed,
         on_step=bar.update,

@@ -69,6 +69,7 @@ class ControlTrainConfig:
     survival_floor: float = 0.05  # stop a training dream once it survives with less chance
     eval_every: int = 5  # generations between held-out evaluations (and checkpoints)
     heldout_fraction: float = 0.25  # share of the start bank kept for evaluation
+    max_heldout: int = 32  # at most this many held-out start frames (evaluation cost)
     eval_rollouts: int = 1  # dreams per held-out start frame
     temperature: float = 1.0
     sampling_steps: int = 1
@@ -87,7 +88,7 @@ class ControlTrainConfig:
     command: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("generations", "rollouts", "eval_every", "eval_rollouts"):
+        for name in ("generations", "rollouts", "eval_every", "eval_rollouts", "max_heldout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -108,13 +109,15 @@ def default_max_steps(frame_skip: int | None) -> int:
     return math.ceil(WORLD_MODELS_MAX_TICS / frame_skip) if frame_skip else FALLBACK_MAX_STEPS
 
 
-def split_bank(size: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_bank(
+    size: int, fraction: float, seed: int, max_heldout: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
     """Training and held-out start-bank indices (a seeded split; one frame serves both)."""
     if size < 2:
         logger.warning("the start bank has one frame: training and evaluation share it")
         return np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
     order = np.random.default_rng([seed, size]).permutation(size)
-    held = min(size - 1, max(1, round(size * fraction)))
+    held = min(size - 1, max_heldout, max(1, round(size * fraction)))
     return np.sort(order[held:]), np.sort(order[:held])
 
 
@@ -184,7 +187,7 @@ class _Run:
             guidance=cfg.guidance, precision=cfg.precision,
         )  # fmt: skip
         self.train_starts, self.heldout_starts = split_bank(
-            self.world.num_start_frames, cfg.heldout_fraction, cfg.seed
+            self.world.num_start_frames, cfg.heldout_fraction, cfg.seed, cfg.max_heldout
         )
         if resume_from is not None:
             assert state is not None
@@ -359,28 +362,27 @@ def train_control(cfg: ControlTrainConfig, *, progress: bool = True) -> dict[str
         logger.info(
             "already at generation %d of %d: nothing to do", run.generation, cfg.generations
         )
-    bar = tqdm(range(first, cfg.generations + 1), initial=first - 1, total=cfg.generations,
-               desc="control generation", disable=not progress, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(total=cfg.generations, initial=first - 1, desc="control generation",
+               disable=not progress, dynamic_ncols=True)  # fmt: skip
     heldout: dict[str, float] | None = None
     generation = run.generation
-    for generation in bar:
+    for generation in range(first, cfg.generations + 1):
         tick = time.monotonic()
         fitness = run.generation_step(generation)
+        rate = fitness["dream_steps"] / max(1e-9, time.monotonic() - tick)
         out_of_time = (
             cfg.time_limit_min is not None
             and (time.monotonic() - started) / 60 >= cfg.time_limit_min
         )
-        last = generation == cfg.generations or out_of_time
         record = {"generation": generation, **fitness}
-        if generation % cfg.eval_every == 0 or last:
+        if generation % cfg.eval_every == 0 or generation == cfg.generations or out_of_time:
             heldout = run.evaluate_heldout()
             record.update({f"heldout_{k}": v for k, v in heldout.items()})
-            elapsed = run.elapsed_before + time.monotonic() - started
             run.history.append(record)
-            run.save(generation, heldout, fitness, elapsed)
+            run.save(generation, heldout, fitness, run.elapsed_before + time.monotonic() - started)
         else:
             run.history.append(record)
-        rate = fitness["dream_steps"] / max(1e-9, time.monotonic() - tick)
+        bar.update(1)
         bar.set_postfix(
             fitness=f"{fitness['fitness_mean']:.0f}/{fitness['fitness_max']:.0f}",
             heldout_return=f"{heldout['return_mean']:.0f}" if heldout else "-",
