@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "elworld.evaluate",  # eval
     "elworld.control.cli",  # eval control (parser "eval-control", see NESTED_COMMANDS)
     "elworld.play.cli",  # play, rollout, demo
+    "elworld.play.keys_figure",  # keys-figure
 )
 # ``elworld eval control`` has its own parser: ``eval``'s required flags keep argparse from
 # nesting a subcommand under it, so main() renames the two words to the parser's name.
