@@ -13,6 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from elworld.model.common import PRECISIONS
 
 logger = logging.getLogger(__name__)
@@ -243,7 +245,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=Path("outputs/eval_control"),
         help="report folder (default: %(default)s)",
     )
-    parser.set_defaults(func=run_eval_control)
+    parser.set_defaults(func=run_eval_control, command="eval control")  # as error messages name it
 
 
 def _scenario(real: str | None, recorded: str | None) -> str:
@@ -293,6 +295,7 @@ def run_eval_control(args: argparse.Namespace) -> int:
         write_report,
     )
     from elworld.control.train import default_max_steps
+    from elworld.keys import KEY_NAMES
     from elworld.record.doom import DoomEnv, DoomKeyMapping
     from elworld.train.distributed import resolve_device
 
@@ -308,6 +311,14 @@ def run_eval_control(args: argparse.Namespace) -> int:
     frame_skip = _frame_skip(args.frame_skip, world.frame_skip, world.memory)
     max_steps = args.max_steps or default_max_steps(frame_skip)
     keys = list(DoomKeyMapping.for_scenario(scenario).keys)
+    unmapped = sorted(
+        set(np.flatnonzero(agent.policy.choice_actions.sum(0).cpu().numpy())) - set(keys)
+    )
+    if unmapped:
+        logger.warning(
+            "the agent presses keys %s that %s has no button for: they do nothing in the real game",
+            [KEY_NAMES[k] for k in unmapped], scenario,
+        )  # fmt: skip
     real, first_frames = play_real(
         lambda: DoomEnv(scenario, frame_skip=frame_skip), policies, agent=agent, keys=keys,
         episodes=args.episodes, seed=args.seed, max_steps=max_steps,

@@ -137,7 +137,8 @@ def check_same_world(control_path: str | Path, recorded: dict[str, Any], actual:
         raise checkpoint.CheckpointError(
             f"control checkpoint {control_path} was trained in another world: "
             + "; ".join(problems)
-            + ". Pass checkpoints=<the root it was trained in> (or set $ELWORLD_CHECKPOINTS), "
+            + ". Pass checkpoints=<the root it was trained in> (--checkpoints on the command "
+            "line, or set $ELWORLD_CHECKPOINTS), "
             "or train a new agent in this world with `elworld train control`"
         )
 
