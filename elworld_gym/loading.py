@@ -13,7 +13,8 @@ One place resolves the construction kwargs shared by ``DreamEnv`` and
   editable install, the repository's top-level ``checkpoints/``.
 - ``iter_start_frames``: the real frames episodes start from, streamed in
   chunks and resized: an ``.npz`` recording, an array of frames, or by default
-  ``<root>/start_frames.npz``.
+  ``<root>/start_frames.npz``; ``start_clip_flags``: where a bank of short
+  clips starts each clip.
 """
 
 from __future__ import annotations
@@ -174,3 +175,21 @@ def iter_start_frames(
             f"got {type(start_observations).__name__}"
         )
     yield from _npz_frames(path, height, width)
+
+
+def start_clip_flags(start_observations: object, root: Path | None) -> np.ndarray | None:
+    """The start bank's ``first`` flags (True where a frame starts a new clip), if it has them.
+
+    ``elworld data start-frames`` writes short consecutive clips and these
+    flags; a recording or an array of frames is one clip (``None``).
+    """
+    if start_observations is None:
+        path = root / START_FRAMES_FILE if root is not None else None
+    elif isinstance(start_observations, str | os.PathLike):
+        path = Path(start_observations).expanduser()
+    else:
+        return None
+    if path is None or not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as archive:
+        return archive["first"].astype(bool) if "first" in archive.files else None

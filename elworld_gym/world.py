@@ -36,7 +36,7 @@ from elworld.frames import frames_to_tensor, resize_frames, tensor_to_frames
 from elworld.model.common import autocast, check_models_fit, check_precision
 from elworld.model.memory import MemoryModel
 from elworld.model.vision import VisionModel
-from elworld_gym.loading import iter_start_frames, resolve_checkpoints
+from elworld_gym.loading import iter_start_frames, resolve_checkpoints, start_clip_flags
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,11 @@ class DreamWorld:
         memory: the next-frame transformer; its ``vocab_size`` and grid must
             match the vision model's codebook and grid (else ``ValueError``).
         start_frames: chunks of real uint8 frames ``(n, H, W, 3)`` at the vision
-            model's image size (one consecutive recording), encoded once into
-            the start bank.
+            model's image size, encoded once into the start bank.
+        start_first: bool ``(S,)``, True where a bank frame does not continue
+            the previous one (a bank of short clips); ``None``: the frames are
+            one consecutive recording. A start's context never reaches into
+            another clip (its first frame repeats instead).
         num_envs: N, the number of worlds.
         temperature, top_k, sampling_steps, guidance: passed to
             ``MemoryModel.sample`` (``temperature=0`` takes the argmax;
@@ -100,6 +103,7 @@ class DreamWorld:
         precision: str = "bf16",
         names: tuple[str, str] = ("(not from a file)", "(not from a file)"),
         recordings: dict | None = None,
+        start_first: np.ndarray | None = None,
     ) -> None:
         check_sampling_args(temperature, top_k, sampling_steps, guidance)
         check_precision(precision)
@@ -122,6 +126,7 @@ class DreamWorld:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(0)
         self.bank = self._encode_bank(start_frames)  # (S, T)
+        self.bank_clip_start = self._clip_starts(start_first)  # (S,) first frame of each clip
         K, T = self.context_frames, self.tokens_per_frame
         # Every env starts at the first bank frame until an env resets it.
         with torch.inference_mode():
@@ -166,6 +171,7 @@ class DreamWorld:
             precision=precision,
             names=(str(paths.vision), str(paths.memory)),
             recordings=recording_info(paths.memory),
+            start_first=start_clip_flags(start_observations, paths.root),
         )
 
     # ------------------------------------------------------------ properties
@@ -249,18 +255,36 @@ class DreamWorld:
         logger.debug("encoded %d start frames", bank.shape[0])
         return bank
 
+    def _clip_starts(self, start_first: np.ndarray | None) -> torch.Tensor:
+        S = self.bank.shape[0]
+        first = np.zeros(S, dtype=bool) if start_first is None else np.asarray(start_first, bool)
+        if first.shape != (S,):
+            raise ValueError(
+                f"start bank 'first' flags have shape {first.shape}, expected ({S},) (one per frame)"
+            )
+        first[0] = True
+        clip_start = np.maximum.accumulate(np.where(first, np.arange(S), 0))  # (S,)
+        return torch.as_tensor(clip_start, dtype=torch.long, device=self.device)
+
     def sample_start_indices(self, rng: np.random.Generator, count: int) -> np.ndarray:
-        """``count`` bank indices drawn with ``rng``; each has K - 1 earlier frames if possible."""
-        low = min(self.context_frames - 1, self.num_start_frames - 1)
-        return rng.integers(low, self.num_start_frames, size=count)
+        """``count`` bank indices drawn with ``rng``: frames with K - 1 earlier frames of their clip if any."""
+        history = np.arange(self.num_start_frames) - self.bank_clip_start.cpu().numpy()  # (S,)
+        full = np.flatnonzero(history >= self.context_frames - 1)
+        candidates = full if full.size else np.arange(self.num_start_frames)
+        return candidates[rng.integers(0, len(candidates), size=count)]
 
     @torch.inference_mode()
     def start_stacks(self, indices: np.ndarray) -> torch.Tensor:
-        """Token stacks ``(n, K, T)`` ending at bank frames ``indices`` (the first frame repeats)."""
+        """Token stacks ``(n, K, T)`` ending at bank frames ``indices``.
+
+        The context stays within each frame's clip: before the clip's first frame,
+        that frame repeats (a still scene, as at an episode start).
+        """
         K = self.context_frames
         ends = torch.as_tensor(np.asarray(indices), dtype=torch.long, device=self.device)
         offsets = torch.arange(-K + 1, 1, device=self.device)  # (K,)
-        rows = (ends[:, None] + offsets[None, :]).clamp_(min=0)  # (n, K)
+        low = self.bank_clip_start[ends][:, None]  # (n, 1)
+        rows = torch.maximum(ends[:, None] + offsets[None, :], low)  # (n, K)
         return self.bank[rows]  # (n, K, T)
 
     def encode_observation(

@@ -406,15 +406,21 @@ def test_start_frames_bank_is_real_frames_from_the_training_split(tmp_path: Path
         obs = np.stack([np.full((48, 64, 3), 10 * i + t, np.uint8) for t in range(6)])
         np.savez(tmp_path / f"ep_{i}.npz", obs=obs, act=rng.integers(0, 2, (6, 22), dtype=np.uint8))
     paths = sorted(tmp_path.glob("*.npz"))
-    bank = sample_start_frames(paths, 10, seed=1)
-    assert bank.shape == (10, 192, 256, 3) and bank.dtype == np.uint8
+    bank, first = sample_start_frames(paths, 10, seed=1)
+    assert bank.shape == (10, 192, 256, 3) and bank.dtype == np.uint8 and first.all()
     values = {int(frame[0, 0, 0]) for frame in bank}
     assert values <= {10 * i + t for i in range(4) for t in range(6)}
     assert len(values) > 1  # spread over episodes / time, not one frame repeated
-    assert np.array_equal(bank, sample_start_frames(paths, 10, seed=1))
+    assert np.array_equal(bank, sample_start_frames(paths, 10, seed=1)[0])
+    clips, first = sample_start_frames(paths, 5, seed=2, clip=3)
+    assert clips.shape[0] == 15 and first.tolist() == [True, False, False] * 5
+    steps = clips[:, 0, 0, 0].astype(int).reshape(5, 3)
+    assert (np.diff(steps, axis=1) == 1).all()  # each clip: consecutive frames of one episode
     out = tmp_path / "bank.npz"
     assert main(["data", "start-frames", str(tmp_path), "--out", str(out), "--count", "5"]) == 0
-    assert np.load(out)["obs"].shape == (5, 192, 256, 3)
+    with np.load(out) as saved:
+        assert saved["obs"].shape == (10, 192, 256, 3)  # 5 clips of 2 frames
+        assert saved["first"].tolist() == [True, False] * 5
 
 
 def test_recording_provenance_from_sidecars(tmp_path: Path) -> None:

@@ -389,3 +389,21 @@ def test_precision_is_an_env_option(tiny_checkpoints: Path, precision: str) -> N
         DreamEnv(tiny_checkpoints, precision="fp8")
     with pytest.raises(ValueError, match="guidance"):
         DreamEnv(tiny_checkpoints, guidance=-1.0)
+
+
+def test_start_context_stays_within_a_bank_clip(tiny_checkpoints: Path, tmp_path: Path) -> None:
+    frames = np.load(tiny_checkpoints / "start_frames.npz")["obs"][:6]
+    first = np.array([True, False, True, False, True, False])
+    bank = tmp_path / "bank.npz"
+    np.savez(bank, obs=frames, first=first)
+    env = DreamEnv(tiny_checkpoints, start_observations=bank)
+    world = env.world
+    assert world.bank_clip_start.tolist() == [0, 0, 2, 2, 4, 4]
+    starts = world.sample_start_indices(np.random.default_rng(0), 50)
+    assert set(starts.tolist()) <= {1, 3, 5}  # only frames with a real previous frame
+    stacks = world.start_stacks(np.array([2, 3]))  # (2, K, T)
+    K = world.context_frames
+    assert torch.equal(stacks[0], world.bank[[2] * K])  # a clip's first frame: still scene
+    assert torch.equal(stacks[1, -2:], world.bank[[2, 3]])  # its own previous frame, not frame 1
+    one_clip = DreamEnv(tiny_checkpoints, start_observations=frames).world  # an array: one clip
+    assert one_clip.bank_clip_start.tolist() == [0] * 6

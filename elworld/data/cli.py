@@ -119,25 +119,35 @@ def _run_split(args: argparse.Namespace) -> int:
     return 0
 
 
-def sample_start_frames(paths: list[Path], count: int, seed: int = 0) -> np.ndarray:
-    """``count`` real frames ``(count, 192, 256, 3)`` uint8 drawn from ``paths`` (seeded).
+def sample_start_frames(
+    paths: list[Path], count: int, seed: int = 0, clip: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` clips of ``clip`` consecutive real frames drawn from ``paths`` (seeded).
 
-    Frames are spread over episodes and over time within them, so a dream can
-    start anywhere the recordings went, not only from the first frame.
+    Returns frames ``(count * clip, 192, 256, 3)`` uint8 and ``first``
+    ``(count * clip,)`` bool, True on each clip's first frame. Clips are spread
+    over episodes and over time within them, so a dream can start anywhere the
+    recordings went; a clip gives a start its real recent frames (motion).
     """
     rng = np.random.default_rng(seed)
     lengths = [inspect_episode(path).num_frames for path in paths]
     episode_of = rng.choice(len(paths), size=count, replace=count > len(paths))
     frames = []
     for episode in sorted(set(episode_of.tolist())):
-        wanted = sorted(
-            rng.integers(0, lengths[episode], size=int(np.sum(episode_of == episode))).tolist()
+        length = lengths[episode]
+        ends = sorted(
+            rng.integers(min(clip - 1, length - 1), length, size=int(np.sum(episode_of == episode)))
         )
+        wanted = [max(0, end - clip + 1 + i) for end in ends for i in range(clip)]
+        found: dict[int, np.ndarray] = {}  # streamed: only the wanted frames are kept
         start = 0
         for chunk in iter_frames(paths[episode]):
-            frames.extend(chunk[t - start] for t in wanted if start <= t < start + len(chunk))
+            found.update((t, chunk[t - start]) for t in wanted if start <= t < start + len(chunk))
             start += len(chunk)
-    return np.stack(frames)
+        frames.extend(found[t] for t in wanted)
+    first = np.zeros(len(frames), dtype=bool)
+    first[::clip] = True
+    return np.stack(frames), first
 
 
 def _run_start_frames(args: argparse.Namespace) -> int:
@@ -147,9 +157,14 @@ def _run_start_frames(args: argparse.Namespace) -> int:
         raise ValueError(f"--count must be at least 1, got {args.count}")
     paths = find_episodes(args.directory)
     train, _ = split_episodes(paths, val_fraction=args.val_fraction, seed=args.seed)
-    frames = sample_start_frames(train, args.count, seed=args.seed)
-    atomic_write(args.out, lambda fp: np.savez_compressed(fp, obs=frames))
-    print(f"wrote {len(frames)} start frames from {len(train)} training episodes to {args.out}")
+    if args.clip < 1:
+        raise ValueError(f"--clip must be at least 1, got {args.clip}")
+    frames, first = sample_start_frames(train, args.count, seed=args.seed, clip=args.clip)
+    atomic_write(args.out, lambda fp: np.savez_compressed(fp, obs=frames, first=first))
+    print(
+        f"wrote {args.count} start clips of {args.clip} frames from {len(train)} training "
+        f"episodes to {args.out}"
+    )
     return 0
 
 
@@ -200,7 +215,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_common(start)
     start.add_argument("--out", type=Path, required=True, help="output .npz file")
-    start.add_argument("--count", type=int, default=64, help="frames in the bank (default: 64)")
+    start.add_argument("--count", type=int, default=64, help="clips in the bank (default: 64)")
+    start.add_argument(
+        "--clip",
+        type=int,
+        default=2,
+        help="consecutive frames per clip: the memory model's context frames, so a dream "
+        "starts with real motion (default: %(default)s)",
+    )
     start.set_defaults(func=_run_start_frames)
 
     def _help(args: argparse.Namespace) -> int:
