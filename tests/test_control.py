@@ -16,7 +16,7 @@ from elworld.cli import main
 from elworld.control import Agent, ControlConfig, ControlPolicy
 from elworld.control.cli import _frame_skip
 from elworld.control.evaluate import build_report, markdown_report, play_real
-from elworld.control.rollout import CandidatesPolicy
+from elworld.control.rollout import CandidatesPolicy, end_hazard
 from elworld.control.train import ControlTrainConfig, train_control
 from elworld.control.world_info import describe_world, resolve_keys
 from elworld.keys import KEY_INDEX, NUM_KEYS
@@ -165,6 +165,13 @@ def test_config_counts_parameters_and_rejects_bad_choices() -> None:
         ControlConfig(choices=("none", "jump"))
     with pytest.raises(ValueError, match="fit the token grid"):
         ControlConfig(grid_height=8, grid_width=8, col_bands=9)
+
+
+def test_end_hazard_takes_the_positive_weight_out() -> None:
+    p = np.array([0.0, 0.5, 5 / 6, 1.0])
+    assert np.allclose(end_hazard(p, 1.0), p)
+    # BCE with pos_weight 5 learns 5x the odds: odds 5 (p = 5/6) are even odds, odds 1 are 1/5.
+    assert np.allclose(end_hazard(p, 5.0), [0.0, 1 / 6, 0.5, 1.0])
 
 
 def test_keys_and_frame_skip_come_from_the_recordings(

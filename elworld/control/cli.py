@@ -78,6 +78,15 @@ def register_train(models: argparse._SubParsersAction) -> None:
         help="checkpoint root; writes OUT/control/ (default: %(default)s)",
     )  # fmt: skip
     group.add_argument(
+        "--vision", type=Path, default=None,
+        help="a vision checkpoint folder instead of ROOT/vision/best_model (the agent is tied to its "
+        "content, not its path: a copy of it elsewhere is the same world)",
+    )  # fmt: skip
+    group.add_argument(
+        "--memory", type=Path, default=None,
+        help="a memory checkpoint folder instead of ROOT/memory/best_model",
+    )  # fmt: skip
+    group.add_argument(
         "--start-frames", type=Path, default=None,
         help="start bank .npz (an 'obs' array of real frames; default: ROOT/start_frames.npz)",
     )  # fmt: skip
@@ -175,7 +184,8 @@ def run_train_control(args: argparse.Namespace) -> int:
     from elworld.control.train import ControlTrainConfig, train_control
 
     cfg = ControlTrainConfig(
-        out=args.out, checkpoints=args.checkpoints, start_frames=args.start_frames, keys=args.keys,
+        out=args.out, checkpoints=args.checkpoints, vision=args.vision, memory=args.memory,
+        start_frames=args.start_frames, keys=args.keys,
         generations=args.generations, population=args.population, rollouts=args.rollouts,
         sigma=args.sigma, max_steps=args.max_steps, survival_floor=args.survival_floor,
         eval_every=args.eval_every, heldout_fraction=args.heldout_fraction, max_heldout=args.max_heldout,

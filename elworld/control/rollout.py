@@ -10,11 +10,15 @@ agent starts in the real game.
 
 Besides the dream env's return (the reward head summed until the end) each
 episode gets an *expected return*: every step's reward weighted by the chance
-that the end head has not ended the episode before it, ``sum_t r_t prod_{s<t}
-(1 - p_s)``. It scores a dangerous step even when the end head stays below the
-threshold, which makes it a far less noisy fitness for CMA-ES than the
-thresholded length; ``survival_floor`` stops an episode once that chance is
-below it (its return is then a lower bound).
+that the episode has not ended before it, ``sum_t r_t prod_{s<t} (1 - h_s)``.
+It scores a dangerous step even when the end head stays below the threshold,
+which makes it a far less noisy fitness for CMA-ES than the thresholded length;
+``survival_floor`` stops an episode once that chance is below it (its return is
+then a lower bound). The hazard ``h`` is the end head's probability ``p`` with
+the training's positive weight ``w`` (``MemoryConfig.end_pos_weight``) taken
+out: BCE with ``pos_weight=w`` learns odds ``w`` times the true ones, so
+``h = p / (p + w (1 - p))``; without it a world trained with ``w = 5`` looks
+five times as deadly per step as its recordings were.
 """
 
 from __future__ import annotations
@@ -129,6 +133,11 @@ class MixedPolicy:
         return actions
 
 
+def end_hazard(end_prob: np.ndarray, pos_weight: float) -> np.ndarray:
+    """The chance an episode ends at a step, from an end head trained with ``pos_weight``."""
+    return end_prob / (end_prob + pos_weight * (1.0 - end_prob))
+
+
 def still_stacks(world: DreamWorld, tokens: torch.Tensor) -> torch.Tensor:
     """Histories ``(n, K, T)`` that repeat each frame's tokens ``(n, T)`` K times."""
     return tokens[:, None].expand(-1, world.context_frames, -1).contiguous()
@@ -169,6 +178,7 @@ def dream_rollouts(
     running = np.ones(n, dtype=bool)
     steps = 0
     grid = world.grid_shape
+    pos_weight = float(getattr(world.memory.config, "end_pos_weight", 1.0))
     for _ in range(max_steps):
         index = np.flatnonzero(running)
         if not index.size:
@@ -181,7 +191,7 @@ def dream_rollouts(
         end = step.end_prob.astype(np.float64) if world.has_end_head else np.zeros(len(index))
         returns[index] += reward
         expected[index] += survival[index] * reward
-        survival[index] *= 1.0 - end
+        survival[index] *= 1.0 - end_hazard(end, pos_weight)
         lengths[index] += 1
         ended = end > END_THRESHOLD
         terminated[index[ended]] = True
