@@ -70,10 +70,10 @@ class CandidatesPolicy:
 
     def act(self, tokens: torch.Tensor, index: np.ndarray) -> np.ndarray:
         current = self.policy.frame_features(tokens)  # (m, Ff)
+        rows = torch.as_tensor(index, device=current.device)
         if self.previous is None:
             self.previous = torch.zeros(len(self.params), current.shape[1], device=current.device)
-            self.previous[torch.as_tensor(index)] = current  # the first step has no motion
-        rows = torch.as_tensor(index, device=current.device)
+            self.previous[rows] = current  # the first step has no motion
         features = self.policy.features(current, self.previous[rows])
         self.previous[rows] = current
         choice = self.policy.batched_logits(features, self.params[rows]).argmax(dim=1)

@@ -42,6 +42,7 @@ from elworld.control.world_info import (
     resolve_keys,
     resolve_world,
 )
+from elworld.model.vision import VisionConfig
 from elworld_gym.world import DreamWorld
 
 logger = logging.getLogger(__name__)
@@ -230,7 +231,7 @@ class _Run:
     def _policy_config(self, resume_from: Path | None) -> ControlConfig:
         if resume_from is not None:
             return checkpoint.load_config(resume_from, ControlConfig)
-        vision = checkpoint.load_config(self.paths.vision, _vision_config_class())
+        vision = checkpoint.load_config(self.paths.vision, VisionConfig)
         keys = resolve_keys(self.world_info, self.cfg.keys)
         c = self.cfg
         return ControlConfig(
@@ -345,12 +346,6 @@ class _Run:
             f"{torch.cuda.get_device_name(0) if self.device.type == 'cuda' else f'CPU x{torch.get_num_threads()} threads'}",
             "train_config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         }  # fmt: skip
-
-
-def _vision_config_class() -> type:
-    from elworld.model.vision import VisionConfig
-
-    return VisionConfig
 
 
 def train_control(cfg: ControlTrainConfig, *, progress: bool = True) -> dict[str, Any]:
