@@ -15,7 +15,13 @@ from elworld import checkpoint
 from elworld.cli import main
 from elworld.control import Agent, ControlConfig, ControlPolicy
 from elworld.control.cli import _frame_skip
-from elworld.control.evaluate import build_report, markdown_report, play_real
+from elworld.control.evaluate import (
+    DreamSettings,
+    build_report,
+    markdown_report,
+    play_dream,
+    play_real,
+)
 from elworld.control.rollout import CandidatesPolicy, end_hazard
 from elworld.control.train import ControlTrainConfig, train_control
 from elworld.control.world_info import describe_world, resolve_keys
@@ -153,6 +159,23 @@ def test_dream_candidates_act_as_the_agent_does(trained: Path, tiny_checkpoints:
         assert np.array_equal(actions[0], agent.act_on_tokens(grid))
         chosen.append(actions[0])
     assert len({a.tobytes() for a in chosen}) > 1, "a random policy should not be constant"
+
+
+def test_dream_baselines_do_not_depend_on_the_other_policies(
+    trained: Path, tiny_checkpoints: Path, one_torch_thread
+) -> None:
+    agent = Agent.from_checkpoint(
+        checkpoint.best_model_dir(trained, "control"), checkpoints=tiny_checkpoints
+    )
+    frames = list(np.load(tiny_checkpoints / "start_frames.npz")["obs"][:3])
+    paths = resolve_checkpoints(tiny_checkpoints)
+    common = dict(keys=[3, 4], settings=DreamSettings(episodes=3), seed=5, max_steps=6)
+    common.update(vision=paths.vision, memory=paths.memory)
+    alone = play_dream(agent, ["sticky"], frames, **common)
+    together = play_dream(agent, ["agent", "none", "sticky"], frames, **common)
+    assert alone["sticky"] == together["sticky"]
+    assert set(together) == {"agent", "none", "sticky"}
+    assert all(e["episodes"] == 3 and max(e["lengths"]) <= 6 for e in together.values())
 
 
 def test_config_counts_parameters_and_rejects_bad_choices() -> None:

@@ -32,7 +32,6 @@ from tqdm import tqdm
 from elworld.atomic import atomic_write
 from elworld.control.agent import Agent
 from elworld.control.rollout import (
-    MixedPolicy,
     NoKeyPolicy,
     ScriptedPolicy,
     agent_policy,
@@ -165,39 +164,41 @@ def play_dream(
     vision: str | Path,
     memory: str | Path,
 ) -> dict[str, dict[str, Any]]:
-    """Play each policy in ``settings.episodes`` dreams started from ``first_frames`` (all in one batch)."""
+    """Play each policy in ``settings.episodes`` dreams started from ``first_frames``.
+
+    Each policy gets its own batch with the same sampling seed, so a baseline's
+    dream scores do not depend on which agent (or which other policies) ran.
+    """
     frames = np.stack(list(first_frames)[: settings.episodes])  # (D, H, W, 3)
     d = len(frames)
     world = DreamWorld.from_checkpoints(
-        None, vision=vision, memory=memory, start_observations=frames,
-        num_envs=d * len(policies), device=settings.device, temperature=settings.temperature,
-        sampling_steps=settings.sampling_steps, guidance=settings.guidance, precision=settings.precision,
+        None, vision=vision, memory=memory, start_observations=frames, num_envs=d,
+        device=settings.device, temperature=settings.temperature,
+        sampling_steps=settings.sampling_steps, guidance=settings.guidance,
+        precision=settings.precision,
     )  # fmt: skip
-    players = []
+    out = {}
     for name in policies:
         if name == "agent":
             if agent is None:
                 raise ValueError("the agent policy needs an agent")
-            players.append(agent_policy(agent.policy.to(world.device), d))
-        elif name == "none":
-            players.append(NoKeyPolicy())
+            player = agent_policy(agent.policy.to(world.device), d)
         else:
-            players.append(ScriptedPolicy(name, keys))
-    starts = world.bank.repeat(len(policies), 1)  # (P * D, T): policy p plays dreams p*D..p*D+D-1
-    bar = tqdm(
-        desc="dream steps", unit="step", leave=False, mininterval=2.0,
-        disable=not logger.isEnabledFor(logging.INFO),
-    )  # fmt: skip
-    result = dream_rollouts(
-        world, starts, MixedPolicy(players, [d] * len(policies)), max_steps=max_steps, seed=seed,
-        on_step=bar.update,
-    )  # fmt: skip
-    bar.close()
-    out = {}
-    for p, name in enumerate(policies):
-        rows = slice(p * d, (p + 1) * d)
-        out[name] = stats(result.returns[rows], result.lengths[rows], max_steps)
-        out[name]["terminated"] = int(result.terminated[rows].sum())
+            player = NoKeyPolicy() if name == "none" else ScriptedPolicy(name, keys)
+        bar = tqdm(
+            desc=f"dream {name}", unit="step", leave=False, mininterval=2.0,
+            disable=not logger.isEnabledFor(logging.INFO),
+        )  # fmt: skip
+        result = dream_rollouts(
+            world, world.bank, player, max_steps=max_steps, seed=seed, on_step=bar.update
+        )
+        bar.close()
+        out[name] = stats(result.returns, result.lengths, max_steps)
+        out[name]["terminated"] = int(result.terminated.sum())
+        logger.info(
+            "dream %s: return %.1f +/- %.1f, length %.1f steps",
+            name, out[name]["return_mean"], out[name]["return_std"], out[name]["length_mean"],
+        )  # fmt: skip
     return out
 
 

@@ -112,27 +112,6 @@ class ScriptedPolicy:
         return np.stack([self.players[i](None) for i in index])
 
 
-class MixedPolicy:
-    """Several policies side by side: the first ``counts[0]`` dreams play ``policies[0]``, etc."""
-
-    def __init__(self, policies: Sequence[DreamPolicy], counts: Sequence[int]) -> None:
-        self.policies, self.bounds = list(policies), np.cumsum([0, *counts])
-
-    def reset(self, n: int, seed: int) -> None:
-        assert n == self.bounds[-1]
-        for i, policy in enumerate(self.policies):
-            policy.reset(int(self.bounds[i + 1] - self.bounds[i]), seed + 100_003 * i)
-
-    def act(self, tokens: torch.Tensor, index: np.ndarray) -> np.ndarray:
-        actions = np.zeros((len(index), NUM_KEYS), dtype=np.uint8)
-        for i, policy in enumerate(self.policies):
-            low, high = self.bounds[i], self.bounds[i + 1]
-            mine = np.flatnonzero((index >= low) & (index < high))
-            if mine.size:
-                actions[mine] = policy.act(tokens[mine], index[mine] - low)
-        return actions
-
-
 def end_hazard(end_prob: np.ndarray, pos_weight: float) -> np.ndarray:
     """The chance an episode ends at a step, from an end head trained with ``pos_weight``."""
     return end_prob / (end_prob + pos_weight * (1.0 - end_prob))
