@@ -23,7 +23,7 @@ from elworld.control.evaluate import (
     play_real,
 )
 from elworld.control.rollout import CandidatesPolicy, end_hazard
-from elworld.control.train import ControlTrainConfig, train_control
+from elworld.control.train import ControlTrainConfig, split_bank, train_control, training_frames
 from elworld.control.world_info import describe_world, resolve_keys
 from elworld.keys import KEY_INDEX, NUM_KEYS
 from elworld.model.memory import MemoryModel
@@ -154,8 +154,9 @@ def test_dream_candidates_act_as_the_agent_does(trained: Path, tiny_checkpoints:
     dream.reset(2, seed=0)
     agent.reset()
     chosen = []
-    for grid in tokens:
-        actions = dream.act(torch.cat([grid, grid]), np.arange(2))
+    for t, grid in enumerate(tokens):
+        history = torch.stack([tokens[max(t - 1, 0)][0], grid[0]])  # (K=2, gh, gw): a still start
+        actions = dream.act(torch.stack([history, history]), np.arange(2))
         assert np.array_equal(actions[0], agent.act_on_tokens(grid))
         chosen.append(actions[0])
     assert len({a.tobytes() for a in chosen}) > 1, "a random policy should not be constant"
@@ -176,6 +177,22 @@ def test_dream_baselines_do_not_depend_on_the_other_policies(
     assert alone["sticky"] == together["sticky"]
     assert set(together) == {"agent", "none", "sticky"}
     assert all(e["episodes"] == 3 and max(e["lengths"]) <= 6 for e in together.values())
+
+
+def test_bank_split_keeps_clips_whole_and_starts_with_real_history() -> None:
+    first = np.zeros(40, dtype=bool)
+    first[::4] = True  # ten clips of four frames
+    clip_start = np.repeat(np.arange(0, 40, 4), 4)
+    train, held = split_bank(clip_start, context_frames=2, fraction=0.3, seed=0)
+    assert held.size == 3 * 3 and train.size == 7 * 3  # three whole clips, frames 1..3 of each
+    assert not set(clip_start[train]) & set(clip_start[held])
+    assert (np.concatenate([train, held]) - clip_start[np.concatenate([train, held])] >= 1).all()
+    frames = training_frames(clip_start, held)
+    assert frames.size == 28 and not set(clip_start[frames]) & set(clip_start[held])
+    _, capped = split_bank(clip_start, context_frames=2, fraction=0.9, seed=0, max_heldout=5)
+    assert capped.size == 5
+    train, held = split_bank(np.zeros(8, dtype=np.int64), context_frames=2, fraction=0.25, seed=0)
+    assert held.size == 2 and train.size == 5 and 0 not in set(train) | set(held)
 
 
 def test_config_counts_parameters_and_rejects_bad_choices() -> None:

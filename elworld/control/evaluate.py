@@ -36,6 +36,7 @@ from elworld.control.rollout import (
     ScriptedPolicy,
     agent_policy,
     dream_rollouts,
+    still_stacks,
 )
 from elworld.keys import NUM_KEYS
 from elworld.record.collect import make_policy
@@ -190,7 +191,12 @@ def play_dream(
             disable=not logger.isEnabledFor(logging.INFO),
         )  # fmt: skip
         result = dream_rollouts(
-            world, world.bank, player, max_steps=max_steps, seed=seed, on_step=bar.update
+            world,
+            still_stacks(world, world.bank),
+            player,
+            max_steps=max_steps,
+            seed=seed,
+            on_step=bar.update,
         )
         bar.close()
         out[name] = stats(result.returns, result.lengths, max_steps)

@@ -4,9 +4,10 @@
 takes a subset), so a batch gets cheaper as its episodes end: the memory pass is
 the whole cost of a dream step. An episode ends as in the dream env: when the
 end head says more than ``END_THRESHOLD`` (terminated) or after ``max_steps``
-(truncated). A dream starts from one real frame repeated as its history (as
-``DreamEnv.reset(options={"observation": frame})`` does), which is also how the
-agent starts in the real game.
+(truncated). A dream starts from a token history ``(K, T)``: a bank frame with
+its real previous frames (``DreamWorld.start_stacks``), or one real frame
+repeated (``still_stacks``, as ``DreamEnv.reset(options={"observation": frame})``
+does and as the agent starts a real episode).
 
 Besides the dream env's return (the reward head summed until the end) each
 episode gets an *expected return*: every step's reward weighted by the chance
@@ -37,11 +38,15 @@ from elworld_gym.world import END_THRESHOLD, DreamWorld
 
 
 class DreamPolicy(Protocol):
-    """Acts in ``n`` dreams; ``act`` gets the running dreams' indices (into ``0..n-1``)."""
+    """Acts in ``n`` dreams.
+
+    ``act`` gets the running dreams' token histories ``(m, K, gh, gw)`` (oldest
+    first, last = the frame to act on) and their indices into ``0..n-1``.
+    """
 
     def reset(self, n: int, seed: int) -> None: ...
 
-    def act(self, tokens: torch.Tensor, index: np.ndarray) -> np.ndarray: ...
+    def act(self, history: torch.Tensor, index: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass
@@ -68,12 +73,14 @@ class CandidatesPolicy:
         assert len(self.params) == n, "one parameter row per dream"
         self.previous = None
 
-    def act(self, tokens: torch.Tensor, index: np.ndarray) -> np.ndarray:
-        current = self.policy.frame_features(tokens)  # (m, Ff)
+    def act(self, history: torch.Tensor, index: np.ndarray) -> np.ndarray:
+        current = self.policy.frame_features(history[:, -1])  # (m, Ff)
         rows = torch.as_tensor(index, device=current.device)
-        if self.previous is None:
+        if self.previous is None:  # the first step: motion from the start's own history
             self.previous = torch.zeros(len(self.params), current.shape[1], device=current.device)
-            self.previous[rows] = current  # the first step has no motion
+            self.previous[rows] = (
+                self.policy.frame_features(history[:, -2]) if history.shape[1] > 1 else current
+            )
         features = self.policy.features(current, self.previous[rows])
         self.previous[rows] = current
         choice = self.policy.batched_logits(features, self.params[rows]).argmax(dim=1)
@@ -91,7 +98,7 @@ class NoKeyPolicy:
     def reset(self, n: int, seed: int) -> None:
         pass
 
-    def act(self, tokens: torch.Tensor, index: np.ndarray) -> np.ndarray:
+    def act(self, history: torch.Tensor, index: np.ndarray) -> np.ndarray:
         return np.zeros((len(index), NUM_KEYS), dtype=np.uint8)
 
 
@@ -108,7 +115,7 @@ class ScriptedPolicy:
         cls = RandomKeysPolicy if self.name == "random" else StickyKeysPolicy
         self.players = [cls(self.keys, seed=seed + i) for i in range(n)]
 
-    def act(self, tokens: torch.Tensor, index: np.ndarray) -> np.ndarray:
+    def act(self, history: torch.Tensor, index: np.ndarray) -> np.ndarray:
         return np.stack([self.players[i](None) for i in index])
 
 
@@ -118,14 +125,14 @@ def end_hazard(end_prob: np.ndarray, pos_weight: float) -> np.ndarray:
 
 
 def still_stacks(world: DreamWorld, tokens: torch.Tensor) -> torch.Tensor:
-    """Histories ``(n, K, T)`` that repeat each frame's tokens ``(n, T)`` K times."""
+    """Histories ``(n, K, T)`` that repeat each frame's tokens ``(n, T)`` K times (a still start)."""
     return tokens[:, None].expand(-1, world.context_frames, -1).contiguous()
 
 
 @torch.inference_mode()
 def dream_rollouts(
     world: DreamWorld,
-    start_tokens: torch.Tensor,
+    start_stacks: torch.Tensor,
     policy: DreamPolicy,
     *,
     max_steps: int,
@@ -133,21 +140,21 @@ def dream_rollouts(
     survival_floor: float = 0.0,
     on_step=None,
 ) -> RolloutResult:
-    """Play ``policy`` in ``n = len(start_tokens)`` dreams (world slots ``0..n-1``) until each ends.
+    """Play ``policy`` in ``n = len(start_stacks)`` dreams (world slots ``0..n-1``) until each ends.
 
-    ``start_tokens``: ``(n, T)`` tokens of the start frames. ``seed`` seeds the
+    ``start_stacks``: ``(n, K, T)`` token histories to start from. ``seed`` seeds the
     world's sampling and the policy. Rewards are the reward head's (1 per step
     when the memory model has none). ``on_step(running)`` is called after every
     step with the number of dreams stepped.
     """
-    n = len(start_tokens)
+    n = len(start_stacks)
     if n > world.num_envs:
         raise ValueError(f"{n} dreams do not fit a world of {world.num_envs} envs")
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     slots = np.arange(n)
     world.seed(seed)
-    world.reset_envs(slots, still_stacks(world, start_tokens.to(world.device)))
+    world.reset_envs(slots, start_stacks.to(world.device))
     policy.reset(n, seed)
     returns = np.zeros(n)
     expected = np.zeros(n)
@@ -163,8 +170,8 @@ def dream_rollouts(
         if not index.size:
             break
         rows = torch.as_tensor(index, device=world.device)
-        tokens = world.history[rows, -1].view(len(index), *grid)  # (m, gh, gw)
-        actions = policy.act(tokens, index)
+        history = world.history[rows].view(len(index), -1, *grid)  # (m, K, gh, gw)
+        actions = policy.act(history, index)
         step = world.step(actions, index)
         reward = step.reward.astype(np.float64) if world.has_reward_head else np.ones(len(index))
         end = step.end_prob.astype(np.float64) if world.has_end_head else np.zeros(len(index))

@@ -111,15 +111,46 @@ def default_max_steps(frame_skip: int | None) -> int:
 
 
 def split_bank(
-    size: int, fraction: float, seed: int, max_heldout: int = 32
+    clip_start: np.ndarray, context_frames: int, fraction: float, seed: int, max_heldout: int = 32
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Training and held-out start-bank indices (a seeded split; one frame serves both)."""
-    if size < 2:
-        logger.warning("the start bank has one frame: training and evaluation share it")
-        return np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
-    order = np.random.default_rng([seed, size]).permutation(size)
-    held = min(size - 1, max_heldout, max(1, round(size * fraction)))
-    return np.sort(order[held:]), np.sort(order[:held])
+    """Training and held-out start indices into a start bank (a seeded split).
+
+    ``clip_start`` ``(S,)``: the index of each frame's clip start
+    (``DreamWorld.bank_clip_start``). Starts are frames with ``context_frames - 1``
+    earlier frames of their clip (all frames if none has); whole clips go to one
+    side, so no held-out start shares a clip with a training start. At most
+    ``max_heldout`` held-out starts; with one usable start both sides share it.
+    """
+    clip_start = np.asarray(clip_start)
+    history = np.arange(len(clip_start)) - clip_start
+    starts = np.flatnonzero(history >= context_frames - 1)
+    if starts.size == 0:
+        starts = np.arange(len(clip_start))
+    if starts.size < 2:
+        logger.warning("the start bank has one usable start: training and evaluation share it")
+        return starts, starts
+    rng = np.random.default_rng([seed, len(clip_start)])
+    clips = np.unique(clip_start[starts])
+    if clips.size >= 2:  # a bank of clips: hold out whole clips
+        count = min(clips.size - 1, max(1, round(clips.size * fraction)))
+        held = np.isin(clip_start[starts], rng.permutation(clips)[:count])
+    else:  # one consecutive recording: hold out frames
+        count = min(starts.size - 1, max(1, round(starts.size * fraction)))
+        held = np.isin(np.arange(starts.size), rng.permutation(starts.size)[:count])
+    heldout = starts[held]
+    if heldout.size > max_heldout:
+        heldout = np.sort(rng.choice(heldout, size=max_heldout, replace=False))
+    return starts[~held], heldout
+
+
+def training_frames(clip_start: np.ndarray, heldout: np.ndarray) -> np.ndarray:
+    """Bank frames outside the held-out starts' clips (every frame if that leaves none)."""
+    clip_start = np.asarray(clip_start)
+    if np.unique(clip_start).size >= 2:
+        keep = ~np.isin(clip_start, clip_start[heldout])
+    else:
+        keep = ~np.isin(np.arange(len(clip_start)), heldout)
+    return np.flatnonzero(keep) if keep.any() else np.arange(len(clip_start))
 
 
 def play(
@@ -131,13 +162,14 @@ def play(
     seed: int,
     floor: float = 0.0,
 ) -> RolloutResult:
-    """Dreams from bank frames ``starts``, in chunks of the world's size; ``make_policy(n, offset)``."""
+    """Dreams from bank frames ``starts`` with their real history (``DreamWorld.start_stacks``),
+    in chunks of the world's size; ``make_policy(n, offset)`` plays dreams ``offset..offset+n-1``."""
     parts = []
     for low in range(0, len(starts), world.num_envs):
         chunk = starts[low : low + world.num_envs]
-        tokens = world.bank[torch.as_tensor(chunk, device=world.device)]  # (n, T)
+        stacks = world.start_stacks(chunk)  # (n, K, T)
         parts.append(
-            dream_rollouts(world, tokens, make_policy(len(chunk), low), max_steps=max_steps,
+            dream_rollouts(world, stacks, make_policy(len(chunk), low), max_steps=max_steps,
                            seed=seed + low, survival_floor=floor)
         )  # fmt: skip
     return RolloutResult(
@@ -188,8 +220,9 @@ class _Run:
             guidance=cfg.guidance, precision=cfg.precision,
         )  # fmt: skip
         self.train_starts, self.heldout_starts = split_bank(
-            self.world.num_start_frames, cfg.heldout_fraction, cfg.seed, cfg.max_heldout
-        )
+            self.world.bank_clip_start.cpu().numpy(), self.world.context_frames,
+            cfg.heldout_fraction, cfg.seed, cfg.max_heldout,
+        )  # fmt: skip
         if resume_from is not None:
             assert state is not None
             self.policy = ControlPolicy.from_checkpoint(resume_from, device=self.device)
@@ -206,7 +239,8 @@ class _Run:
         else:
             self.policy = ControlPolicy(policy_config).to(self.device)
             bank = self.world.bank.view(-1, *self.world.grid_shape)  # (S, gh, gw)
-            self.policy.fit_features(self.world.vision.quantizer.embedding, bank[self.train_starts])
+            frames = training_frames(self.world.bank_clip_start.cpu().numpy(), self.heldout_starts)
+            self.policy.fit_features(self.world.vision.quantizer.embedding, bank[frames])
             self.policy.set_flat(np.zeros(policy_config.num_params))
             self.cma = new_cma(policy_config.num_params, cfg.sigma, population, cfg.seed)
         logger.info(
