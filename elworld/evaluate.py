@@ -187,9 +187,9 @@ def _rollout(
 IDM_SCORES = {
     "real": "real held-out transitions (ceiling)",
     "reconstructed": "real frames through the vision model",
-    "dream": "dream, recorded keys",
-    "dream_shuffled": "dream, shuffled keys (floor)",
-    "dream_shuffled_vs_recorded": "dream, shuffled keys, scored against the recorded keys",
+    "dream": "dream driven by the recorded keys",
+    "dream_shuffled": "dream driven by shuffled keys, scored against them (the strict test)",
+    "dream_shuffled_vs_recorded": "dream driven by shuffled keys, scored against the recorded keys (floor)",
 }
 
 
@@ -257,12 +257,15 @@ def evaluate(
       model dreams ``idm_horizon`` steps at ``idm_temperature`` driven by the
       recorded keys ``act[t0 ..]``; frames = reconstructed ``t0 - before .. t0``
       + dream, scored against the recorded keys;
-    - ``dream_shuffled`` (the floor): the same, driven by the recorded key
+    - ``dream_shuffled`` (the strict test): the same, driven by the recorded key
       sequence of another start chosen at random, scored against the keys that
-      drove it. A dream that ignores its keys lands here;
-    - ``dream_shuffled_vs_recorded``: that shuffled-key dream scored against
-      the recorded keys of its own start: what a dream that ignores its keys and
-      continues the recorded motion from its context would get.
+      drove it. Those keys often contradict the motion in the context, so only a
+      dream that follows its keys scores high; one that ignores them scores at
+      chance;
+    - ``dream_shuffled_vs_recorded`` (the floor): that shuffled-key dream scored
+      against the recorded keys of its own start, which it never saw: a
+      controllable dream scores low here, and a dream that ignores its keys and
+      continues the recorded motion from its context scores as high as on ``dream``.
 
     Raises ``ValueError`` when the episodes' sidecar frame skip differs from the IDM's.
     """

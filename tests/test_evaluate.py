@@ -156,7 +156,7 @@ def test_eval_with_an_idm_reports_its_scores(tiny_checkpoints: Path, tmp_path: P
     report = (out / "eval.md").read_text()
     assert "| IDM controllability | macro-F1 | F1 right | windows |" in report
     assert (
-        "| dream, shuffled keys (floor) |" in report
+        "| dream driven by shuffled keys, scored against the recorded keys (floor) |" in report
         and "| real held-out transitions (ceiling) |" in report
     )
     assert "left out: left (never pressed in the evaluated episodes); 20 other keys" in report
