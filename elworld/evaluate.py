@@ -487,6 +487,9 @@ def markdown_report(results: dict[str, Any]) -> str:
     lines = [
         f"Evaluated on {results['episodes']} episodes ({v['frames']} frames).",
         "",
+        "Memory passes: temperature {temperature} for PSNR (0 = argmax), guidance {guidance}, "
+        "precision {precision}.".format(**{"guidance": 1.0, "precision": "fp32", **results["config"]}),
+        "",
         "| vision | value |",
         "|---|---|",
         f"| reconstruction PSNR (dB) | {_fmt(v['recon_psnr'])} |",
@@ -637,9 +640,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--guidance",
         type=float,
-        default=1.0,
+        default=None,
         help="classifier-free guidance scale on the keys, 1 = off; needs a memory model trained "
-        "with --action-dropout (default: %(default)s)",
+        "with --action-dropout (default: the world's recommended scale from the memory "
+        "checkpoint's training_info.json, else 1)",
     )
     parser.add_argument(
         "--precision",
@@ -702,7 +706,7 @@ def check_world_rate(
 
 def run_eval(args: argparse.Namespace) -> int:
     """``elworld eval``."""
-    from elworld.checkpoint import recording_info
+    from elworld.checkpoint import recording_info, sampling_defaults
     from elworld.model.memory import MemoryModel
     from elworld.model.vision import VisionModel
     from elworld.train.distributed import resolve_device
@@ -730,7 +734,10 @@ def run_eval(args: argparse.Namespace) -> int:
         horizons=horizons, start_stride=args.start_stride, max_episodes=args.max_episodes, batch_size=args.batch_size,
         temperature=args.temperature, sampling_steps=args.sampling_steps, seed=args.seed,
         idm_horizon=args.idm_horizon, idm_temperature=args.idm_temperature,
-        guidance=args.guidance, precision=args.precision,
+        guidance=args.guidance if args.guidance is not None else float(
+            sampling_defaults(args.memory).get("guidance", 1.0) if args.memory else 1.0
+        ),
+        precision=args.precision,
     )  # fmt: skip
     episodes = find_episodes(args.data)
     world = recording_info(args.memory) if args.memory is not None else {}

@@ -90,7 +90,8 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
     - ``temperature`` (0 = argmax, deterministic), ``top_k``,
       ``sampling_steps`` (MaskGIT refinement passes per frame), ``guidance``
       (classifier-free guidance scale on the keys, 1 = off; needs a memory
-      model trained with ``--action-dropout``): sampling.
+      model trained with ``--action-dropout``; ``None``, the default, takes
+      the world's recommended scale from its memory checkpoint): sampling.
     - ``precision``: ``"bf16"`` (default) runs the memory model under bfloat16
       autocast, ``"fp32"`` in full precision (argmax tokens agree on >= 99% of
       cells; ``benchmarks/dream_step.py`` measures the speed).
@@ -121,7 +122,7 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
         temperature: float = 1.0,
         top_k: int | None = None,
         sampling_steps: int = 1,
-        guidance: float = 1.0,
+        guidance: float | None = None,
         precision: str = "bf16",
         device: str | torch.device | None = None,
         reward_fn: RewardFn | None = None,

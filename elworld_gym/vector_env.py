@@ -73,7 +73,7 @@ class DreamVectorEnv(VectorEnv):
         temperature: float = 1.0,
         top_k: int | None = None,
         sampling_steps: int = 1,
-        guidance: float = 1.0,
+        guidance: float | None = None,
         precision: str = "bf16",
         device: str | torch.device | None = None,
         reward_fn: RewardFn | None = None,

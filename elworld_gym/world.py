@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from elworld.checkpoint import recording_info
+from elworld.checkpoint import recording_info, sampling_defaults
 from elworld.frames import frames_to_tensor, resize_frames, tensor_to_frames
 from elworld.model.common import autocast, check_models_fit, check_precision
 from elworld.model.memory import MemoryModel
@@ -148,12 +148,18 @@ class DreamWorld:
         temperature: float = 1.0,
         top_k: int | None = None,
         sampling_steps: int = 1,
-        guidance: float = 1.0,
+        guidance: float | None = None,
         precision: str = "bf16",
     ) -> DreamWorld:
-        """Load the models (see ``loading.resolve_checkpoints``) and encode the start bank."""
-        check_sampling_args(temperature, top_k, sampling_steps, guidance)
+        """Load the models (see ``loading.resolve_checkpoints``) and encode the start bank.
+
+        ``guidance=None`` takes the memory checkpoint's recommended scale
+        (``training_info.json`` ``"sampling"``), else 1 (off).
+        """
         paths = resolve_checkpoints(checkpoints, vision, memory)
+        if guidance is None:
+            guidance = float(sampling_defaults(paths.memory).get("guidance", 1.0))
+        check_sampling_args(temperature, top_k, sampling_steps, guidance)
         device = torch.device(device) if device is not None else default_device()
         vision_model = VisionModel.from_checkpoint(paths.vision, device=device)
         memory_model = MemoryModel.from_checkpoint(paths.memory, device=device)

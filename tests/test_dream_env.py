@@ -407,3 +407,22 @@ def test_start_context_stays_within_a_bank_clip(tiny_checkpoints: Path, tmp_path
     assert torch.equal(stacks[1, -2:], world.bank[[2, 3]])  # its own previous frame, not frame 1
     one_clip = DreamEnv(tiny_checkpoints, start_observations=frames).world  # an array: one clip
     assert one_clip.bank_clip_start.tolist() == [0] * 6
+
+
+def test_guidance_defaults_to_the_worlds_recommendation(
+    tiny_checkpoints: Path, tmp_path: Path
+) -> None:
+    import json
+
+    root = _world_with_recordings(tiny_checkpoints, tmp_path, {})
+    info_file = best_model_dir(root, "memory") / "training_info.json"
+    info_file.write_text(
+        json.dumps({**json.loads(info_file.read_text()), "sampling": {"guidance": 2.5}})
+    )
+    assert DreamEnv(root).world.guidance == 2.5
+    assert DreamEnv(root, guidance=1.0).world.guidance == 1.0  # an explicit scale wins
+    assert DreamEnv(tiny_checkpoints).world.guidance == 1.0  # no recommendation: off
+    env = DreamEnv(root)  # the tiny memory model was trained without action dropout
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action_dropout"):
+        env.step(np.zeros(NUM_KEYS, np.uint8))

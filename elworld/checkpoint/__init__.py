@@ -52,6 +52,7 @@ from elworld.checkpoint.loading import (
     load_state_dict,
     load_training_state,
     recording_info,
+    sampling_defaults,
 )
 from elworld.checkpoint.migration import migrate_checkpoints, migrate_main, register
 from elworld.checkpoint.publish import _write_bytes as _write_bytes  # a seam the tests patch
@@ -95,6 +96,7 @@ __all__ = [
     "recover_interrupted",
     "register",
     "rng_state",
+    "sampling_defaults",
     "save_checkpoint",
     "set_rng_state",
 ]

@@ -225,3 +225,15 @@ def recording_info(memory_checkpoint: str | os.PathLike) -> dict[str, Any]:
         return {}
     recordings = info.get("recordings") if isinstance(info, dict) else None
     return recordings if isinstance(recordings, dict) else {}
+
+
+def sampling_defaults(memory_checkpoint: str | os.PathLike) -> dict[str, Any]:
+    """The ``"sampling"`` entry of a memory checkpoint's ``training_info.json``: how its world
+    is meant to be sampled (e.g. ``{"guidance": 3.0}``, chosen on validation data); ``{}`` if none.
+    """
+    try:
+        info = json.loads((Path(memory_checkpoint) / TRAINING_INFO_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    sampling = info.get("sampling") if isinstance(info, dict) else None
+    return sampling if isinstance(sampling, dict) else {}

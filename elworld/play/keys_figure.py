@@ -160,7 +160,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--temperature", type=float, default=1.0, help="dream sampling temperature (default: 1)"
     )
     parser.add_argument(
-        "--guidance", type=float, default=1.0, help="dream guidance scale, 1 = off (default: 1)"
+        "--guidance",
+        type=float,
+        default=None,
+        help="dream guidance scale, 1 = off (default: the world's recommended scale)",
     )
     parser.add_argument("--device", help="torch device (default: CUDA when available)")
     parser.add_argument("--out", default="outputs/keys.png", help="PNG file (%(default)s)")
