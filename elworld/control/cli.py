@@ -48,8 +48,9 @@ def _add_world(parser: argparse.ArgumentParser) -> None:
         help="memory passes per dream step (default: %(default)s)",
     )
     group.add_argument(
-        "--guidance", type=float, default=1.0,
-        help="classifier-free guidance on the keys, 1 = off (default: %(default)s)",
+        "--guidance", type=float, default=None,
+        help="classifier-free guidance on the keys, 1 = off (default: the memory checkpoint's "
+        "recommended scale, else 1)",
     )  # fmt: skip
     group.add_argument(
         "--precision", choices=PRECISIONS, default="bf16",
@@ -294,6 +295,7 @@ def _frame_skip(flag: int | None, recorded: int | None, memory: str) -> int:
 
 def run_eval_control(args: argparse.Namespace) -> int:
     """``elworld eval control``."""
+    from elworld.checkpoint import sampling_defaults
     from elworld.control.agent import Agent
     from elworld.control.evaluate import (
         POLICIES,
@@ -344,6 +346,9 @@ def run_eval_control(args: argparse.Namespace) -> int:
             agent, policies, first_frames, keys=keys, settings=settings, seed=args.seed,
             max_steps=max_steps, vision=world.vision, memory=world.memory,
         )  # fmt: skip
+    guidance = args.guidance
+    if guidance is None:
+        guidance = float(sampling_defaults(world.memory).get("guidance", 1.0))
     facts = {
         "agent": str(args.agent),
         "agent_choices": list(agent.choices),
@@ -355,7 +360,7 @@ def run_eval_control(args: argparse.Namespace) -> int:
         "dream_episodes": settings.episodes if dream else 0,
         "seed": args.seed,
         "dream_sampling": {"temperature": args.temperature, "sampling_steps": args.sampling_steps,
-                           "guidance": args.guidance, "precision": args.precision},
+                           "guidance": guidance, "precision": args.precision},
         "command": _command_line(),
     }  # fmt: skip
     report = build_report(real, dream, facts)

@@ -59,7 +59,7 @@ class DreamSettings:
     episodes: int = 16
     temperature: float = 1.0
     sampling_steps: int = 1
-    guidance: float = 1.0
+    guidance: float | None = None  # None: the memory checkpoint's recommended scale
     precision: str = "bf16"
     device: str | torch.device = "cpu"
 

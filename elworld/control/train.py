@@ -74,7 +74,7 @@ class ControlTrainConfig:
     eval_rollouts: int = 1  # dreams per held-out start frame
     temperature: float = 1.0
     sampling_steps: int = 1
-    guidance: float = 1.0
+    guidance: float | None = None  # None: the memory checkpoint's recommended scale
     precision: str = "bf16"
     device: str = "auto"
     seed: int = 0
@@ -369,7 +369,7 @@ class _Run:
             "start_bank": {"frames": self.world.num_start_frames, "train": self.train_starts.tolist(),
                            "heldout": self.heldout_starts.tolist()},
             "dream": {"max_steps": self.max_steps, "temperature": cfg.temperature,
-                      "sampling_steps": cfg.sampling_steps, "guidance": cfg.guidance,
+                      "sampling_steps": cfg.sampling_steps, "guidance": self.world.guidance,
                       "precision": cfg.precision, "survival_floor": cfg.survival_floor},
             "cma": {"population": self.cma.population_size, "parameters": self.cma.dim,
                     "sigma0": cfg.sigma, "sigma": float(self.cma._sigma)},
