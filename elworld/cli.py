@@ -1,7 +1,8 @@
 """The ``elworld`` command line: one subcommand per pipeline stage.
 
 Each stage's module exposes ``register(subparsers)``, which adds its parser and
-sets ``func(args) -> int``; this module only assembles them.
+sets ``func(args) -> int``; this module assembles them, and ``command_line()``
+gives every stage the same record of how it was run.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import shlex
 import sys
+from pathlib import Path
 
 from elworld import __version__
 
@@ -35,6 +38,18 @@ def _route(argv: list[str]) -> list[str]:
     if first is not None and tuple(argv[first : first + 2]) in NESTED_COMMANDS:
         return [*argv[:first], NESTED_COMMANDS[tuple(argv[first : first + 2])], *argv[first + 2 :]]
     return argv
+
+
+def command_line() -> str:
+    """This process's command line, as recorded in training info and reports.
+
+    ``elworld ...`` under the console script, else ``sys.argv`` joined
+    (``torchrun``, ``python -m``, a test).
+    """
+    argv = sys.argv
+    if argv and Path(argv[0]).name == "elworld":
+        return "elworld " + shlex.join(argv[1:])
+    return shlex.join(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:

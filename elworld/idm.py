@@ -34,8 +34,6 @@ import copy
 import json
 import logging
 import math
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from elworld.cli import command_line
 from elworld.data import find_episodes, iter_frames, read_labels, split_episodes
 from elworld.frames import FRAME_HEIGHT, FRAME_WIDTH, resize_frames
 from elworld.keys import KEY_INDEX, KEY_NAMES
@@ -571,9 +570,7 @@ def run_train_idm(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=resolve_device(args.device),
     )  # fmt: skip
     info |= {
-        "command": "elworld " + shlex.join(sys.argv[1:])
-        if sys.argv[0].endswith("elworld")
-        else shlex.join(sys.argv),
+        "command": command_line(),
         "data": str(args.data),
         "config": asdict(config),
     }

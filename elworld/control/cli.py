@@ -9,22 +9,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from elworld.cli import command_line
 from elworld.model.common import PRECISIONS
 
 logger = logging.getLogger(__name__)
-
-
-def _command_line() -> str:
-    argv = sys.argv
-    if argv and Path(argv[0]).name == "elworld":
-        return "elworld " + shlex.join(argv[1:])
-    return shlex.join(argv)
 
 
 def _add_world(parser: argparse.ArgumentParser) -> None:
@@ -195,7 +187,7 @@ def run_train_control(args: argparse.Namespace) -> int:
         device=args.device, seed=args.seed, resume=args.resume, time_limit_min=args.time_limit,
         keep_last=args.keep_last or None, components=args.components, row_bands=args.row_bands,
         col_bands=args.col_bands, velocity=not args.no_velocity, hidden=args.hidden,
-        command=_command_line(),
+        command=command_line(),
     )  # fmt: skip
     summary = train_control(cfg)
     logger.info(
@@ -361,7 +353,7 @@ def run_eval_control(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "dream_sampling": {"temperature": args.temperature, "sampling_steps": args.sampling_steps,
                            "guidance": guidance, "precision": args.precision},
-        "command": _command_line(),
+        "command": command_line(),
     }  # fmt: skip
     report = build_report(real, dream, facts)
     write_report(report, args.out)

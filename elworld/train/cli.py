@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
-import shlex
-import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from typing import Any
 import torch
 
 from elworld import checkpoint
+from elworld.cli import command_line
 from elworld.data import (
     FrameDataset,
     TransitionDataset,
@@ -321,9 +320,7 @@ def _run_info(
     args: argparse.Namespace, train_eps: list[Path], val_eps_count: int
 ) -> dict[str, Any]:
     return {
-        "command": "elworld " + shlex.join(sys.argv[1:])
-        if sys.argv and sys.argv[0].endswith("elworld")
-        else shlex.join(sys.argv),
+        "command": command_line(),
         "data": str(args.data),
         "recordings": recording_provenance(train_eps),
         "train_episodes": len(train_eps),
