@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import math
 import time
@@ -46,7 +45,7 @@ from torch import nn
 from tqdm import tqdm
 
 from elworld.cli import command_line
-from elworld.data import find_episodes, iter_frames, read_labels, split_episodes
+from elworld.data import find_episodes, iter_frames, read_labels, read_sidecar, split_episodes
 from elworld.frames import FRAME_HEIGHT, FRAME_WIDTH, resize_frames
 from elworld.keys import KEY_INDEX, KEY_NAMES
 from elworld.model.common import LossOutput
@@ -263,18 +262,6 @@ def predict_keys(
 # --------------------------------------------------------------------------- data
 
 
-def read_sidecar(path: str | Path) -> dict[str, Any] | None:
-    """An episode's JSON sidecar (``<name>.json`` beside ``<name>.npz``), or None when absent."""
-    file = Path(path).with_suffix(".json")
-    if not file.is_file():
-        return None
-    try:
-        data = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"sidecar {file} is not valid JSON: {error}") from error
-    return data if isinstance(data, dict) else None
-
-
 def sidecar_value(episodes: list[Path], field: str) -> Any:
     """The one value of sidecar ``field`` across ``episodes`` (None if no sidecar has it).
 
@@ -282,9 +269,9 @@ def sidecar_value(episodes: list[Path], field: str) -> Any:
     """
     seen: dict[Any, Path] = {}
     for path in episodes:
-        sidecar = read_sidecar(path)
-        if sidecar is not None and sidecar.get(field) is not None:
-            seen.setdefault(sidecar[field], path)
+        value = read_sidecar(path, strict=True).get(field)
+        if value is not None:
+            seen.setdefault(value, path)
     if len(seen) > 1:
         (a, pa), (b, pb) = list(seen.items())[:2]
         raise ValueError(f"episodes disagree on {field}: {pa} has {a!r}, {pb} has {b!r}")
@@ -298,7 +285,7 @@ def check_frame_skip(config: IDMConfig, episodes: list[Path]) -> None:
         return
     unknown = 0
     for path in episodes:
-        skip = (read_sidecar(path) or {}).get("frame_skip")
+        skip = read_sidecar(path, strict=True).get("frame_skip")
         unknown += skip is None
         if skip is not None and skip != config.frame_skip:
             raise ValueError(

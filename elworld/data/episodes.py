@@ -303,12 +303,20 @@ def shard_episodes(paths: Sequence[str | Path], rank: int, world_size: int) -> l
     return sorted(Path(p) for p in paths)[rank::world_size]
 
 
-def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The JSON sidecar written beside a recording (``<name>.json``), or ``{}`` when absent/unreadable."""
+def read_sidecar(path: str | Path, *, strict: bool = False) -> dict[str, Any]:
+    """The JSON sidecar written beside a recording (``<name>.json``), or ``{}`` when absent.
+
+    An unreadable or invalid sidecar is ``{}`` too, unless ``strict``: then it
+    is a ``ValueError`` naming the file (for checks that must not pass silently).
+    """
     sidecar = Path(path).with_suffix(".json")
+    if not sidecar.is_file():
+        return {}
     try:
         data = json.loads(sidecar.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError) as error:
+        if strict:
+            raise ValueError(f"sidecar {sidecar} cannot be read as JSON: {error}") from error
         return {}
     return data if isinstance(data, dict) else {}
 
