@@ -51,6 +51,7 @@ from elworld.checkpoint.loading import (
     load_model,
     load_state_dict,
     load_training_state,
+    read_training_info,
     recording_info,
     sampling_defaults,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "migrate_checkpoints",
     "migrate_main",
     "prune_epoch_checkpoints",
+    "read_training_info",
     "recording_info",
     "recover_interrupted",
     "register",

@@ -1,4 +1,4 @@
-"""Reading checkpoints: config, weights (safetensors or a legacy ``model.pth``), models.
+"""Reading checkpoints: config, weights (safetensors or a legacy ``model.pth``), models, training info.
 
 Every ``.pth`` file loads with ``torch.load(weights_only=True)``: a file that
 needs more (arbitrary pickled objects) is refused, never executed.
@@ -200,12 +200,35 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
         ("trainer_state", TRAINER_STATE_FILE),
     ):
         result[key] = _torch_load(folder / file) if (folder / file).is_file() else None
-    info_file = folder / TRAINING_INFO_FILE
-    try:
-        result["training_info"] = json.loads(info_file.read_text()) if info_file.is_file() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{info_file} is not valid JSON: {error}") from error
+    result["training_info"] = read_training_info(folder)
     return result
+
+
+def read_training_info(folder: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint folder's ``training_info.json`` as a dict.
+
+    ``{}`` when the file is absent or holds no JSON object; ``CheckpointError``
+    when it cannot be read as JSON.
+    """
+    file = Path(folder) / TRAINING_INFO_FILE
+    if not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{file} is not valid JSON: {error}") from error
+    return data if isinstance(data, dict) else {}
+
+
+def _training_info_entry(checkpoint: str | os.PathLike, key: str) -> dict[str, Any]:
+    """The dict under ``key`` in ``training_info.json``; ``{}`` when absent or unreadable (warned)."""
+    try:
+        info = read_training_info(checkpoint)
+    except CheckpointError as error:
+        logger.warning("%s; ignoring it", error)
+        return {}
+    entry = info.get(key)
+    return entry if isinstance(entry, dict) else {}
 
 
 def recording_info(memory_checkpoint: str | os.PathLike) -> dict[str, Any]:
@@ -215,25 +238,11 @@ def recording_info(memory_checkpoint: str | os.PathLike) -> dict[str, Any]:
     ``scenario``, ``frame_skip``, ``steps_per_second``, ``keys``); ``{}`` for
     checkpoints trained before it was recorded, or without a readable file.
     """
-    path = Path(memory_checkpoint) / TRAINING_INFO_FILE
-    try:
-        info = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as error:
-        logger.warning("ignoring unreadable %s: %s", path, error)
-        return {}
-    recordings = info.get("recordings") if isinstance(info, dict) else None
-    return recordings if isinstance(recordings, dict) else {}
+    return _training_info_entry(memory_checkpoint, "recordings")
 
 
 def sampling_defaults(memory_checkpoint: str | os.PathLike) -> dict[str, Any]:
     """The ``"sampling"`` entry of a memory checkpoint's ``training_info.json``: how its world
     is meant to be sampled (e.g. ``{"guidance": 3.0}``, chosen on validation data); ``{}`` if none.
     """
-    try:
-        info = json.loads((Path(memory_checkpoint) / TRAINING_INFO_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    sampling = info.get("sampling") if isinstance(info, dict) else None
-    return sampling if isinstance(sampling, dict) else {}
+    return _training_info_entry(memory_checkpoint, "sampling")

@@ -11,7 +11,6 @@ folder is still there.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,17 +45,6 @@ class WorldInfo:
         return data
 
 
-def _read_info(folder: Path) -> dict[str, Any]:
-    file = folder / checkpoint.TRAINING_INFO_FILE
-    if not file.is_file():
-        return {}
-    try:
-        data = json.loads(file.read_text())
-    except (OSError, ValueError) as error:
-        raise checkpoint.CheckpointError(f"{file} is not valid JSON: {error}") from error
-    return data if isinstance(data, dict) else {}
-
-
 def _key_names(table: Any) -> tuple[str, ...] | None:
     """Key names of a recordings key table (``{"left": "MOVE_LEFT", ...}``, or a list of them)."""
     tables = table if isinstance(table, list) else [table]
@@ -85,7 +73,7 @@ def _recordings(memory_info: dict[str, Any]) -> dict[str, Any]:
 
 def describe_world(paths: CheckpointPaths) -> WorldInfo:
     """Fingerprint the world's checkpoints and read its recordings' scenario, keys and frame skip."""
-    recordings = _recordings(_read_info(paths.memory))
+    recordings = _recordings(checkpoint.read_training_info(paths.memory))
     skip = recordings.get("frame_skip")
     scenario = recordings.get("scenario")
     return WorldInfo(
@@ -112,7 +100,7 @@ def resolve_world(
 
 def recorded_world(control_path: str | Path) -> dict[str, Any]:
     """The ``"world"`` entry of a control checkpoint's training info (``CheckpointError`` if absent)."""
-    info = _read_info(Path(control_path))
+    info = checkpoint.read_training_info(control_path)
     world = info.get(WORLD_INFO_KEY)
     if not isinstance(world, dict) or "vision_fingerprint" not in world:
         raise checkpoint.CheckpointError(
