@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from elworld.keys import KEY_INDEX, NUM_KEYS
+from elworld.keys import action_from_names
+from elworld.play.policies import parse_key_names
 
 logger = logging.getLogger(__name__)
 
@@ -29,23 +30,8 @@ LABEL_HEIGHT = 14
 
 
 def parse_combo(text: str) -> tuple[str, ...]:
-    """``"left+z"`` -> ``("left", "z")``; ``"-"`` -> ``()`` (no key)."""
-    if text.strip() in ("-", ""):
-        return ()
-    names = tuple(name.strip() for name in text.split("+"))
-    unknown = [name for name in names if name not in KEY_INDEX]
-    if unknown:
-        raise ValueError(
-            f"--keys: unknown key(s) {unknown} in {text!r}; keys are {', '.join(KEY_INDEX)}"
-        )
-    return names
-
-
-def _action(names: tuple[str, ...]) -> np.ndarray:
-    action = np.zeros(NUM_KEYS, dtype=np.uint8)
-    for name in names:
-        action[KEY_INDEX[name]] = 1
-    return action
+    """``"left+z"`` -> ``("left", "z")``; ``"-"`` -> ``()`` (no key); ``ValueError`` if unknown."""
+    return tuple(parse_key_names(text, "--keys"))
 
 
 @dataclass
@@ -89,7 +75,7 @@ def keys_figure(
     """
     real_rows, dream_rows = [], []
     for combo in combos:
-        action = _action(combo)
+        action = action_from_names(combo)
         start, _ = real_env.reset(seed=seed)
         real = [start]
         for _ in range(steps):
