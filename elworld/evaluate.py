@@ -488,7 +488,9 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"Evaluated on {results['episodes']} episodes ({v['frames']} frames).",
         "",
         "Memory passes: temperature {temperature} for PSNR (0 = argmax), guidance {guidance}, "
-        "precision {precision}.".format(**{"guidance": 1.0, "precision": "fp32", **results["config"]}),
+        "precision {precision}.".format(
+            **{"guidance": 1.0, "precision": "fp32", **results["config"]}
+        ),
         "",
         "| vision | value |",
         "|---|---|",
@@ -706,7 +708,7 @@ def check_world_rate(
 
 def run_eval(args: argparse.Namespace) -> int:
     """``elworld eval``."""
-    from elworld.checkpoint import recording_info, sampling_defaults
+    from elworld.checkpoint import recommended_guidance, recording_info
     from elworld.model.memory import MemoryModel
     from elworld.model.vision import VisionModel
     from elworld.train.distributed import resolve_device
@@ -734,8 +736,8 @@ def run_eval(args: argparse.Namespace) -> int:
         horizons=horizons, start_stride=args.start_stride, max_episodes=args.max_episodes, batch_size=args.batch_size,
         temperature=args.temperature, sampling_steps=args.sampling_steps, seed=args.seed,
         idm_horizon=args.idm_horizon, idm_temperature=args.idm_temperature,
-        guidance=args.guidance if args.guidance is not None else float(
-            sampling_defaults(args.memory).get("guidance", 1.0) if args.memory else 1.0
+        guidance=args.guidance if args.guidance is not None else (
+            recommended_guidance(args.memory) if args.memory else 1.0
         ),
         precision=args.precision,
     )  # fmt: skip

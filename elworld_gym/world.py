@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from elworld.checkpoint import recording_info, sampling_defaults
+from elworld.checkpoint import recommended_guidance, recording_info
 from elworld.frames import frames_to_tensor, resize_frames, tensor_to_frames
 from elworld.model.common import autocast, check_models_fit, check_precision
 from elworld.model.memory import MemoryModel
@@ -158,7 +158,7 @@ class DreamWorld:
         """
         paths = resolve_checkpoints(checkpoints, vision, memory)
         if guidance is None:
-            guidance = float(sampling_defaults(paths.memory).get("guidance", 1.0))
+            guidance = recommended_guidance(paths.memory)
         check_sampling_args(temperature, top_k, sampling_steps, guidance)
         device = torch.device(device) if device is not None else default_device()
         vision_model = VisionModel.from_checkpoint(paths.vision, device=device)
@@ -181,6 +181,11 @@ class DreamWorld:
         )
 
     # ------------------------------------------------------------ properties
+    @property
+    def frame_skip(self) -> int:
+        """Game tics per dream step, as recorded (2, the recorders' default, when unrecorded)."""
+        return int(self.recordings.get("frame_skip", 2))
+
     @property
     def steps_per_second(self) -> float | None:
         """The real game's steps per second at the world's frame skip (None if unrecorded)."""

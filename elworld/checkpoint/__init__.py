@@ -52,6 +52,7 @@ from elworld.checkpoint.loading import (
     load_state_dict,
     load_training_state,
     read_training_info,
+    recommended_guidance,
     recording_info,
     sampling_defaults,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "migrate_main",
     "prune_epoch_checkpoints",
     "read_training_info",
+    "recommended_guidance",
     "recording_info",
     "recover_interrupted",
     "register",

@@ -246,3 +246,8 @@ def sampling_defaults(memory_checkpoint: str | os.PathLike) -> dict[str, Any]:
     is meant to be sampled (e.g. ``{"guidance": 3.0}``, chosen on validation data); ``{}`` if none.
     """
     return _training_info_entry(memory_checkpoint, "sampling")
+
+
+def recommended_guidance(memory_checkpoint: str | os.PathLike) -> float:
+    """The guidance scale a world recommends (``sampling_defaults``), else 1 (off)."""
+    return float(sampling_defaults(memory_checkpoint).get("guidance", 1.0))

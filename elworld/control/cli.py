@@ -287,7 +287,7 @@ def _frame_skip(flag: int | None, recorded: int | None, memory: str) -> int:
 
 def run_eval_control(args: argparse.Namespace) -> int:
     """``elworld eval control``."""
-    from elworld.checkpoint import sampling_defaults
+    from elworld.checkpoint import recommended_guidance
     from elworld.control.agent import Agent
     from elworld.control.evaluate import (
         POLICIES,
@@ -340,7 +340,7 @@ def run_eval_control(args: argparse.Namespace) -> int:
         )  # fmt: skip
     guidance = args.guidance
     if guidance is None:
-        guidance = float(sampling_defaults(world.memory).get("guidance", 1.0))
+        guidance = recommended_guidance(world.memory)
     facts = {
         "agent": str(args.agent),
         "agent_choices": list(agent.choices),

@@ -127,8 +127,7 @@ def play(
     config = PlayConfig(scale=scale, fps=fps, seed=seed, record_dir=Path(record_dir))
     try:
         if compare is not None:
-            frame_skip = env.unwrapped.world.recordings.get("frame_skip", 2)
-            real_env = make_real_env(compare, frame_skip=int(frame_skip))
+            real_env = make_real_env(compare, frame_skip=env.unwrapped.world.frame_skip)
         session = PlaySession(env, config, real_env=real_env)
         try:
             session.run(max_frames=max_frames)

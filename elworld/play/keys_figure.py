@@ -130,7 +130,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--checkpoints", metavar="ROOT", help="checkpoints root (default: the bundled world)"
     )
     parser.add_argument(
-        "--real", default="doom:take_cover", help="the real game (default: %(default)s)"
+        "--real",
+        default=None,
+        help="the real game, doom:SCENARIO (default: the world's recorded scenario, else "
+        "doom:take_cover)",
     )
     parser.add_argument(
         "--keys",
@@ -163,12 +166,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.every < 1:
         raise ValueError(f"--steps and --every must be >= 1, got {args.steps}, {args.every}")
     combos = [parse_combo(text) for text in args.keys]
-    parse_compare_spec(args.real)
+    if args.real is not None:
+        parse_compare_spec(args.real)  # fail before loading the models
     env = DreamEnv(
         args.checkpoints, temperature=args.temperature, guidance=args.guidance, device=args.device
     )
-    frame_skip = int(env.world.recordings.get("frame_skip", 2))
-    real_env = make_real_env(args.real, frame_skip=frame_skip)
+    frame_skip = env.world.frame_skip
+    real = args.real or f"doom:{env.world.recordings.get('scenario', 'take_cover')}"
+    real_env = make_real_env(real, frame_skip=frame_skip)
     try:
         figure = keys_figure(env, real_env, combos, steps=args.steps, seed=args.seed)
     finally:
