@@ -125,9 +125,15 @@ def evaluate(
             sums[key] = sums.get(key, 0.0) + float(value) * size
             counts[key] = counts.get(key, 0.0) + size
     keys = sorted(sums)
-    local = torch.tensor([sums[k] for k in keys] + [counts[k] for k in keys], dtype=torch.float64, device=dist_info.device)
+    local = torch.tensor(
+        [sums[k] for k in keys] + [counts[k] for k in keys],
+        dtype=torch.float64,
+        device=dist_info.device,
+    )
     totals = all_reduce_sum(local, dist_info)
-    return {key: float(totals[i]) / max(1.0, float(totals[len(keys) + i])) for i, key in enumerate(keys)}
+    return {
+        key: float(totals[i]) / max(1.0, float(totals[len(keys) + i])) for i, key in enumerate(keys)
+    }
 
 
 def train(
