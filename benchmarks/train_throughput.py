@@ -68,6 +68,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="MemoryConfig.n_layer (default: %(default)s)",
     )
     parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the memory model's training step under torch.compile (slow warm-up)",
+    )
+    parser.add_argument(
         "--precisions",
         default="fp32,bf16",
         help="comma-separated precisions to train in: fp32, bf16 (default: %(default)s)",
@@ -111,21 +116,25 @@ def train_rate(
     steps: int,
     device: torch.device,
     precision: str = "fp32",
+    compile_loss: bool = False,
 ) -> tuple[float, int]:
-    """Training steps per second (after one warm-up step) and the FLOPs of one step."""
+    """Training steps per second (after warm-up steps) and the FLOPs of one step."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    compute_loss = torch.compile(model.compute_loss) if compile_loss else model.compute_loss
 
-    def step() -> None:
+    def step(loss_fn=compute_loss) -> None:
         with autocast(device, precision):
-            loss = model.compute_loss(batch).loss
+            loss = loss_fn(batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    step()  # warm-up (also initialises the VQ codebook)
+    step()  # warm-up (also initialises the VQ codebook, and compiles)
+    if compile_loss:
+        step()  # the backward graph compiles on the second step
     counter = FlopCounterMode(display=False)
-    with counter:
-        step()
+    with counter:  # counted on the eager step: compiled kernels bypass the counter
+        step(model.compute_loss)
     synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
@@ -158,12 +167,14 @@ def main(argv: list[str] | None = None) -> int:
             config = MemoryConfig(n_embd=args.n_embd, n_layer=args.n_layer, attention=attention)
             memory = MemoryModel(config).to(device).train()
             batch = memory_batch(args.memory_batch, config, device)
-            rate, flops = train_rate(memory, batch, args.steps, device, precision)
-            print(
-                f"memory  {attention:>5} n_embd {args.n_embd:>3} x {args.n_layer} layers, "
-                f"batch {args.memory_batch:>3}, {precision}: {rate * args.memory_batch:7.1f} "
-                f"samples/s, {flops / 1e9:6.1f} GFLOP/step, {rate * flops / peak:6.1%} of peak"
-            )
+            for compiled in (False, True) if args.compile else (False,):
+                rate, flops = train_rate(memory, batch, args.steps, device, precision, compiled)
+                print(
+                    f"memory  {attention:>5} n_embd {args.n_embd:>3} x {args.n_layer} layers, "
+                    f"batch {args.memory_batch:>3}, {precision}{', compiled' if compiled else ''}: "
+                    f"{rate * args.memory_batch:7.1f} samples/s, {flops / 1e9:6.1f} GFLOP/step, "
+                    f"{rate * flops / peak:6.1%} of peak"
+                )
     return 0
 
 

@@ -96,6 +96,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--device", default="auto", help="auto | cpu | cuda[:N] (default: %(default)s)"
     )
     group.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the training step: fuses dtype casts and elementwise work (measured "
+        "1.7x for the memory model on a 2-core CPU) after a one-off compile of ~2 minutes",
+    )
+    group.add_argument(
         "--precision",
         choices=PRECISIONS,
         default=None,
@@ -289,6 +295,7 @@ def _train_config(
         resume=args.resume,
         precision=pick("precision"),
         time_limit_min=args.time_limit,
+        compile=args.compile,
         info=info,
     )
 

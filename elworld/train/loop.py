@@ -53,6 +53,9 @@ class TrainConfig:
     resume: bool = False
     precision: str = "bf16"  # "bf16": autocast matmuls to bfloat16 (CPU and CUDA); "fp32": off
     time_limit_min: float | None = None  # stop after the epoch in which this many minutes pass
+    compile: bool = (
+        False  # torch.compile the loss (fuses casts and elementwise ops; slow first steps)
+    )
     info: dict[str, Any] = field(default_factory=dict)  # extra facts for training_info.json
 
 
@@ -209,6 +212,8 @@ def train(
     if dist_info.enabled:
         device_ids = [device.index] if device.type == "cuda" else None
         net = DistributedDataParallel(net, device_ids=device_ids)
+    if cfg.compile:  # the model's own parameters are trained and saved; compile only wraps
+        net = torch.compile(net)
 
     started = time.monotonic()
     history: list[dict[str, float]] = []
