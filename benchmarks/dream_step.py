@@ -48,7 +48,7 @@ class Args:
     device: str | None = None
     batch_sizes: str = "1,8,16,32,64"
     precision: str = "bf16"
-    guidance: str = "1.0"
+    guidance: str = ""
     latency_steps: int = 100
     batch_steps: int = 20
     baseline_frames: int = 3
@@ -64,7 +64,7 @@ HELP = {
     "device": "torch device (default: cuda when available, else cpu)",
     "batch_sizes": "comma-separated numbers of envs for the batched throughput",
     "precision": "bf16 (autocast) or fp32 for the batched measurements",
-    "guidance": "classifier-free guidance scale of the dream (1 = off)",
+    "guidance": "classifier-free guidance scale of the dream (default: the world's)",
     "latency_steps": "timed steps per single-env latency measurement",
     "batch_steps": "timed batched steps per N",
     "baseline_frames": "frames generated token by token for the IRIS-style baseline (0: skip it)",
@@ -106,7 +106,8 @@ def rss_mib() -> float:
 # ------------------------------------------------------------------ measurements
 def sampling(args: Args, precision: str | None = None) -> dict[str, object]:
     """The env kwargs that choose precision and guidance."""
-    return {"precision": precision or args.precision, "guidance": float(args.guidance)}
+    guidance = float(args.guidance) if args.guidance else None
+    return {"precision": precision or args.precision, "guidance": guidance}
 
 
 def step_latency(args: Args, obs_type: str, precision: str) -> tuple[float, float, DreamEnv]:

@@ -75,6 +75,7 @@ class DreamVectorEnv(VectorEnv):
         sampling_steps: int = 1,
         guidance: float | None = None,
         precision: str = "bf16",
+        compile: bool = False,
         device: str | torch.device | None = None,
         reward_fn: RewardFn | None = None,
         render_scale: int = 2,
@@ -92,6 +93,7 @@ class DreamVectorEnv(VectorEnv):
             sampling_steps=sampling_steps,
             guidance=guidance,
             precision=precision,
+            compile=compile,
         )
         self.num_envs = num_envs
         # The world plays at its recordings' rate (35 / frame skip for ViZDoom) when known.

@@ -174,3 +174,21 @@ def test_bad_vector_actions_raise(tiny_checkpoints: Path) -> None:
         envs.step(bad)
     with pytest.raises(ValueError, match="reset_mask"):
         envs.reset(options={"reset_mask": np.ones(3, bool)})
+
+
+def test_compiled_dream_steps_like_the_eager_one(tiny_checkpoints) -> None:
+    """compile=True changes speed, not the dream: the same tokens at temperature 0."""
+    runs = []
+    for compile_memory in (False, True):
+        envs = DreamVectorEnv(
+            2, tiny_checkpoints, obs_type="tokens", temperature=0.0, precision="fp32",
+            compile=compile_memory,
+        )  # fmt: skip
+        obs, _ = envs.reset(seed=0)
+        frames = [obs]
+        for step in range(3):
+            action = np.zeros((2, 22), np.uint8)
+            action[:, 3 + step % 2] = 1
+            frames.append(envs.step(action)[0])
+        runs.append(np.stack(frames))
+    assert np.array_equal(runs[0], runs[1])
