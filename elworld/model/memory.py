@@ -209,6 +209,11 @@ class MemorySample:
     end_prob: torch.Tensor
 
 
+def _rotary_freqs(count: int, base: float) -> torch.Tensor:
+    """``count`` rotation frequencies ``base ** (-i / count)``, from 1 down (one per rotated pair)."""
+    return base ** (-torch.arange(count, dtype=torch.float32) / max(count, 1))
+
+
 def rotary_tables(config: MemoryConfig, base: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
     """2D rotary position tables ``cos, sin`` of shape ``(1 + T, R)`` for the action + grid sequence.
 
@@ -219,7 +224,7 @@ def rotary_tables(config: MemoryConfig, base: float = 100.0) -> tuple[torch.Tens
     can steer which neighbour a cell attends to (i.e. which way the scene moves).
     """
     quarter = (config.n_embd // config.n_head) // 4
-    freqs = base ** (-torch.arange(quarter, dtype=torch.float32) / max(quarter, 1))  # (R/4,)
+    freqs = _rotary_freqs(quarter, base)  # (R/4,)
     rows = torch.arange(config.grid_height, dtype=torch.float32)
     cols = torch.arange(config.grid_width, dtype=torch.float32)
     row_angles = (
@@ -251,8 +256,7 @@ def rotary_table_1d(
     length: int, head_size: int, base: float = 100.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """1D rotary tables ``cos, sin`` of shape ``(length, R)``, ``R = 2 * (head_size // 2)``."""
-    half = head_size // 2
-    freqs = base ** (-torch.arange(half, dtype=torch.float32) / max(half, 1))  # (R/2,)
+    freqs = _rotary_freqs(head_size // 2, base)  # (R/2,)
     angles = torch.arange(length, dtype=torch.float32)[:, None] * freqs  # (length, R/2)
     angles = torch.cat([angles, angles], dim=-1)  # (length, R)
     return angles.cos(), angles.sin()
@@ -292,20 +296,13 @@ class SelfAttention(nn.Module):
         return self.resid_dropout(self.proj(_merge_heads(y)))  # (B, L, C)
 
 
-class AxialAttention(nn.Module):
+class AxialAttention(SelfAttention):
     """Self-attention along the last-but-one axis of ``(B, A, L, C)``: each of the A lines alone.
 
-    The attention matrices are small (``L`` = 24 or 32), so they are computed
-    explicitly: on a CPU that beats the fused kernel's per-sequence overhead.
+    Same projections as ``SelfAttention``; the attention matrices are small
+    (``L`` = 24 or 32), so they are computed explicitly: on a CPU that beats the
+    fused kernel's per-sequence overhead.
     """
-
-    def __init__(self, config: MemoryConfig) -> None:
-        super().__init__()
-        self.n_head = config.n_head
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
-        self.proj = nn.Linear(config.n_embd, config.n_embd)
-        self.attn_dropout = nn.Dropout(config.dropout)
-        self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         C = x.shape[-1]
@@ -314,7 +311,8 @@ class AxialAttention(nn.Module):
         )  # (B, A, nh, L, hs)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, A, nh, L, L)
-        y = self.attn_dropout(scores.softmax(dim=-1)) @ v  # (B, A, nh, L, hs)
+        weights = F.dropout(scores.softmax(dim=-1), self.dropout, self.training)
+        y = weights @ v  # (B, A, nh, L, hs)
         return self.resid_dropout(self.proj(_merge_heads(y)))  # (B, A, L, C)
 
 
