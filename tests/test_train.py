@@ -185,15 +185,12 @@ def test_torchrun_two_processes_gloo(data_dir: Path, tmp_path: Path) -> None:
     assert info["world_size"] == 2
 
 
-def test_compiled_memory_training_matches_eager(
-    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_compiled_memory_training_matches_eager(data_dir: Path, tmp_path: Path) -> None:
     """--compile changes speed, not what is learnt: same losses as eager (to rounding)."""
     import torch._inductor.config
 
     # Compiled random ops draw from another generator than eager ones; with the eager
     # fallback both runs draw the same masks, so the losses can be compared exactly.
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     out = tmp_path / "ckpt"
     _train_tiny_vision(data_dir, out)
     vision = checkpoint.best_model_dir(out, "vision")
@@ -203,7 +200,8 @@ def test_compiled_memory_training_matches_eager(
         args = ["train", "memory", "--data", str(data_dir), "--vision", str(vision), "--out", str(run),
                 "--epochs", "1", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
                 "--attention", "axial", "--adaln", "--precision", "fp32", *TINY_RUN, *extra]  # fmt: skip
-        assert main(args) == 0
+        with torch._inductor.config.patch(fallback_random=True):
+            assert main(args) == 0
         losses[name] = _info(checkpoint.best_model_dir(run, "memory"))["metrics"]["val_loss"]
         assert _info(checkpoint.best_model_dir(run, "memory"))["train_config"]["compile"] == bool(
             extra
