@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from elworld_gym.world import END_THRESHOLD, OBS_TYPES, DreamStep, DreamWorld
+from elworld_gym.world import OBS_TYPES, DreamStep, DreamWorld
 
 RENDER_MODES = ["human", "rgb_array"]
 RENDER_FPS = 20  # the original recordings' frame rate
@@ -50,8 +50,9 @@ def step_outcomes(
     """Rewards ``(n,)`` float64 and ``terminated`` ``(n,)`` bool of the stepped envs.
 
     The reward is ``reward_fn(observation)`` per env when given, else the memory
-    model's reward head, else 0; an env terminates when the end head gives a
-    probability above ``END_THRESHOLD`` (never without an end head).
+    model's reward head, else 0; ``terminated`` is the world's
+    (``DreamStep.terminated``: drawn from the episode-end model's hazard, or the
+    memory end head above ``END_THRESHOLD``; never without either).
     """
     n = len(observations)
     if reward_fn is not None:
@@ -60,11 +61,7 @@ def step_outcomes(
         rewards = step.reward.astype(np.float64)
     else:
         rewards = np.zeros(n, dtype=np.float64)
-    if world.has_end_head:
-        terminated = step.end_prob > END_THRESHOLD
-    else:
-        terminated = np.zeros(n, dtype=bool)
-    return rewards, terminated
+    return rewards, step.terminated
 
 
 def reset_option(options: dict[str, Any] | None, allowed: tuple[str, ...]) -> dict[str, Any]:

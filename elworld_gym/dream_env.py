@@ -62,13 +62,15 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
     ``self.np_random`` from the start bank (``start_observations``).
 
     ## Episode End
-    - Termination: the memory checkpoint's end head gives a probability above
-      0.5 (never for checkpoints without one).
+    - Termination: with an episode-end model (``<checkpoints>/end/best_model``,
+      ``elworld train end``), a draw from its hazard, the chance the real game
+      ends at this step given the episode so far; without one, the memory
+      checkpoint's end head above 0.5 (never for checkpoints without one).
     - Truncation: after ``max_episode_steps`` steps when set (``gym.make``
       applies the registered limit with its ``TimeLimit`` wrapper instead).
 
     ``info`` holds ``"tokens"`` (the current ``(gh, gw)`` grid, a copy) and
-    ``"end_prob"``.
+    ``"end_prob"`` (the hazard, or the end head's probability).
 
     ## Arguments
     ```python
@@ -93,11 +95,15 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
       model trained with ``--action-dropout``; ``None``, the default, takes
       the world's recommended scale from its memory checkpoint): sampling.
     - ``precision``: ``"bf16"`` (default) runs the memory model under bfloat16
-      autocast, ``"fp32"`` in full precision (argmax tokens agree on >= 99% of
-      cells; ``benchmarks/dream_step.py`` measures the speed).
+      autocast, ``"fp32"`` in full precision (on the bundled world the argmax
+      tokens agree on 97% of cells and open-loop PSNR is equal at one step;
+      ``benchmarks/dream_step.py`` measures the speed).
     - ``compile``: ``torch.compile`` the memory model (faster batched steps
       after a one-off compile of about a minute and a half on a CPU; for
       agents' long runs).
+    - ``end_model``: an episode-end checkpoint folder, ``False`` to end
+      episodes by the memory's end head, default the root's ``end/best_model``
+      when it has one.
     - ``max_episode_steps``: truncate after this many steps (None: never).
     - ``device``: torch device (default CUDA when available, else CPU).
     - ``reward_fn``: callable ``observation -> float``.
@@ -128,6 +134,7 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
         guidance: float | None = None,
         precision: str = "bf16",
         compile: bool = False,
+        end_model: str | Path | bool | None = None,
         device: str | torch.device | None = None,
         reward_fn: RewardFn | None = None,
         render_scale: int = 3,
@@ -146,6 +153,7 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
             guidance=guidance,
             precision=precision,
             compile=compile,
+            end_model=end_model,
         )
         # The world plays at its recordings' rate (35 / frame skip for ViZDoom) when known.
         rate = self.world.steps_per_second

@@ -47,6 +47,7 @@ class CheckpointPaths:
     vision: Path
     memory: Path
     root: Path | None
+    end: Path | None = None  # the episode-end model, when the world has one
 
 
 def bundled_checkpoints_root() -> Path:
@@ -67,12 +68,16 @@ def resolve_checkpoints(
     checkpoints: str | Path | None = None,
     vision: str | Path | None = None,
     memory: str | Path | None = None,
+    end_model: str | Path | bool | None = None,
 ) -> CheckpointPaths:
-    """Find the vision and memory checkpoint folders.
+    """Find the vision and memory checkpoint folders, and the episode-end model's.
 
     Explicit ``vision`` / ``memory`` folders win; a missing one comes from the
     root (``checkpoints``, else ``$ELWORLD_CHECKPOINTS``, else the bundled demo
     world, see :func:`bundled_checkpoints_root`) as ``<root>/<kind>/best_model``.
+    The episode-end model (``elworld.endmodel``) is ``end_model`` when it is a
+    folder, none when it is ``False``, else (``None`` or ``True``)
+    ``<root>/end/best_model`` if the root has one.
 
     Raises:
         CheckpointError: a folder does not exist or lacks ``config.json``; the
@@ -105,7 +110,18 @@ def resolve_checkpoints(
                 f"or pass checkpoints=<root>, ${CHECKPOINTS_ENV_VAR}, or {kind}=<folder>"
             )
         folders[kind] = folder
-    return CheckpointPaths(vision=folders["vision"], memory=folders["memory"], root=root)
+    end = None
+    if isinstance(end_model, (str, os.PathLike)):
+        end = Path(end_model).expanduser()
+        if not (end / "config.json").is_file():
+            raise CheckpointError(
+                f"no episode-end checkpoint at {end} (from end_model=): expected a folder with "
+                "config.json and model.safetensors. Train one with `elworld train end`"
+            )
+    elif end_model is not False and root is not None:
+        found = best_model_dir(root, "end")
+        end = found if (found / "config.json").is_file() else None
+    return CheckpointPaths(vision=folders["vision"], memory=folders["memory"], root=root, end=end)
 
 
 def _npz_frames(path: Path, height: int, width: int) -> Iterator[np.ndarray]:

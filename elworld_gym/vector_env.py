@@ -27,9 +27,11 @@ class DreamVectorEnv(VectorEnv):
     """N independent dreams of ``ElWorldDream-v0``, batched.
 
     ``gym.make_vec("elworld_gym:ElWorldDream-v0", num_envs=N)`` builds this
-    (the registered ``vector_entry_point``). Each step runs ONE memory-model
-    pass for all N envs and, for rgb observations or a render, ONE batched
-    vision decode. Spaces, rewards, episode ends and construction arguments are
+    (the registered ``vector_entry_point``). Each step runs the memory model
+    over the N envs in chunks of ``step_chunk`` (default 2 on a CPU, where
+    small passes stay in cache and run ~2.4x faster per env; all N at once on
+    an accelerator) and, for rgb observations or a render, ONE batched vision
+    decode. Spaces, rewards, episode ends and construction arguments are
     those of ``DreamEnv`` (see its docstring); spaces are batched with
     ``batch_space`` (``observation_space`` ``(N, ...)``, ``action_space`` a
     ``(N, 22)`` 0/1 ``Box``; ``single_action_space`` is ``MultiBinary(22)``).
@@ -76,6 +78,8 @@ class DreamVectorEnv(VectorEnv):
         guidance: float | None = None,
         precision: str = "bf16",
         compile: bool = False,
+        end_model: str | Path | bool | None = None,
+        step_chunk: int | None = None,
         device: str | torch.device | None = None,
         reward_fn: RewardFn | None = None,
         render_scale: int = 2,
@@ -94,6 +98,8 @@ class DreamVectorEnv(VectorEnv):
             guidance=guidance,
             precision=precision,
             compile=compile,
+            end_model=end_model,
+            step_chunk=step_chunk,
         )
         self.num_envs = num_envs
         # The world plays at its recordings' rate (35 / frame skip for ViZDoom) when known.

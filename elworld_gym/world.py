@@ -32,9 +32,10 @@ import torch
 from gymnasium import spaces
 
 from elworld.checkpoint import recommended_guidance, recording_info
+from elworld.endmodel import EndModel, check_end_model_fits
 from elworld.frames import frames_to_tensor, resize_frames, tensor_to_frames
 from elworld.model.common import autocast, check_models_fit, check_precision
-from elworld.model.memory import MemoryModel
+from elworld.model.memory import MemoryModel, MemorySample
 from elworld.model.vision import VisionModel
 from elworld_gym.loading import iter_start_frames, resolve_checkpoints, start_clip_flags
 
@@ -43,6 +44,11 @@ logger = logging.getLogger(__name__)
 OBS_TYPES = ("rgb", "tokens")
 # An env whose end head says more than this has terminated.
 END_THRESHOLD = 0.5
+# Envs per memory pass on a CPU. A pass over many dreams at once outgrows the
+# caches ([n, 768, 512] logits alone are 25 MB at n = 16): on the 2-core dev
+# machine 32 dreams stepped 2 at a time ran 2.4x the env-steps/s of one pass
+# over all 32 (benchmarks/dream_step.py --chunks). Accelerators take all at once.
+CPU_STEP_CHUNK = 2
 
 Indices = Sequence[int] | np.ndarray | None
 
@@ -51,12 +57,16 @@ Indices = Sequence[int] | np.ndarray | None
 class DreamStep:
     """What ``DreamWorld.step`` returns for the ``n`` stepped envs.
 
-    ``reward`` and ``end_prob`` are zeros when the memory model has no such head.
+    ``reward`` is zeros when the memory model has no reward head. ``end_prob``
+    is the episode-end model's hazard when the world has one, else the memory
+    model's end head (zeros without one). ``terminated``: a draw below the
+    hazard with an episode-end model, else the end head above ``END_THRESHOLD``.
     """
 
     tokens: torch.Tensor  # (n, T) int64, on the world's device
     reward: np.ndarray  # (n,) float32
     end_prob: np.ndarray  # (n,) float32
+    terminated: np.ndarray  # (n,) bool
 
 
 def default_device() -> torch.device:
@@ -108,6 +118,8 @@ class DreamWorld:
         recordings: dict | None = None,
         start_first: np.ndarray | None = None,
         compile: bool = False,
+        end_model: EndModel | None = None,
+        step_chunk: int | None = None,
     ) -> None:
         check_sampling_args(temperature, top_k, sampling_steps, guidance)
         check_precision(precision)
@@ -119,10 +131,19 @@ class DreamWorld:
             raise ValueError(f"vision and memory models must be on one device, got {devices}")
         self.vision = vision.eval()
         self.memory = memory.eval()
+        if end_model is not None:
+            check_end_model_fits(end_model.config, memory.config, names[1])
+            end_model = end_model.to(next(memory.parameters()).device).eval()
+        self.end_model = end_model
         if compile:
             self.memory.compile(dynamic=False)  # in place: sample()'s passes run compiled
         self.device = next(memory.parameters()).device
         self.num_envs = num_envs
+        if step_chunk is None:
+            step_chunk = CPU_STEP_CHUNK if self.device.type == "cpu" else num_envs
+        if isinstance(step_chunk, bool) or not isinstance(step_chunk, int) or step_chunk < 1:
+            raise ValueError(f"step_chunk must be a positive int, got {step_chunk!r}")
+        self.step_chunk = step_chunk
         self.temperature = float(temperature)
         self.top_k = top_k
         self.sampling_steps = sampling_steps
@@ -131,6 +152,8 @@ class DreamWorld:
         self.recordings = dict(recordings or {})  # where the world's training data came from
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(0)
+        # One episode-end state per env (its GRU's memory of the episode so far).
+        self.end_state = end_model.initial_state(num_envs, self.device) if end_model else None
         self.bank = self._encode_bank(start_frames)  # (S, T)
         self.bank_clip_start = self._clip_starts(start_first)  # (S,) first frame of each clip
         K, T = self.context_frames, self.tokens_per_frame
@@ -157,19 +180,24 @@ class DreamWorld:
         guidance: float | None = None,
         precision: str = "bf16",
         compile: bool = False,
+        end_model: str | Path | bool | None = None,
+        step_chunk: int | None = None,
     ) -> DreamWorld:
         """Load the models (see ``loading.resolve_checkpoints``) and encode the start bank.
 
         ``guidance=None`` takes the memory checkpoint's recommended scale
-        (``training_info.json`` ``"sampling"``), else 1 (off).
+        (``training_info.json`` ``"sampling"``), else 1 (off). ``end_model``: an
+        episode-end checkpoint folder, ``False`` for none (the memory model's end
+        head decides), else the root's ``end/best_model`` when it has one.
         """
-        paths = resolve_checkpoints(checkpoints, vision, memory)
+        paths = resolve_checkpoints(checkpoints, vision, memory, end_model)
         if guidance is None:
             guidance = recommended_guidance(paths.memory)
         check_sampling_args(temperature, top_k, sampling_steps, guidance)
         device = torch.device(device) if device is not None else default_device()
         vision_model = VisionModel.from_checkpoint(paths.vision, device=device)
         memory_model = MemoryModel.from_checkpoint(paths.memory, device=device)
+        ends = EndModel.from_checkpoint(paths.end, device=device) if paths.end else None
         vc = vision_model.config
         frames = iter_start_frames(start_observations, paths.root, vc.image_height, vc.image_width)
         return cls(
@@ -186,6 +214,8 @@ class DreamWorld:
             recordings=recording_info(paths.memory),
             start_first=start_clip_flags(start_observations, paths.root),
             compile=compile,
+            end_model=ends,
+            step_chunk=step_chunk,
         )
 
     # ------------------------------------------------------------ properties
@@ -237,8 +267,20 @@ class DreamWorld:
 
     @property
     def has_end_head(self) -> bool:
-        """Whether the memory model predicts episode ends."""
-        return bool(self.memory.config.end_head)
+        """Whether the world predicts episode ends (an episode-end model or the memory's end head)."""
+        return self.end_model is not None or bool(self.memory.config.end_head)
+
+    def hazard(self, end_prob: np.ndarray) -> np.ndarray:
+        """The chance each episode ends at a step, from ``DreamStep.end_prob``.
+
+        The episode-end model's output is that chance already. The memory end
+        head's is not: BCE with ``pos_weight=w`` (``MemoryConfig.end_pos_weight``)
+        learns odds ``w`` times the true ones, so ``h = p / (p + w (1 - p))``.
+        """
+        if self.end_model is not None:
+            return end_prob
+        w = float(getattr(self.memory.config, "end_pos_weight", 1.0))
+        return end_prob / (end_prob + w * (1.0 - end_prob))
 
     @property
     def num_start_frames(self) -> int:
@@ -349,7 +391,10 @@ class DreamWorld:
         """Set the history of envs ``indices`` to token stacks ``(n, K, T)``."""
         index = self._index(indices)
         assert stacks.shape == (len(index), self.context_frames, self.tokens_per_frame)
-        self.history[torch.as_tensor(index, device=self.device)] = stacks.to(self.device)
+        rows = torch.as_tensor(index, device=self.device)
+        self.history[rows] = stacks.to(self.device)
+        if self.end_state is not None:
+            self.end_state[rows] = 0.0  # a new episode: nothing has hit the player yet
         self._cached[index] = False
 
     @torch.inference_mode()
@@ -364,24 +409,48 @@ class DreamWorld:
         history = self.history[rows]  # (n, K, T)
         context = history[:, :-1] if self.context_frames > 1 else None  # (n, K-1, T)
         action = torch.as_tensor(actions, device=self.device).float()  # (n, A)
-        with autocast(self.device, self.precision):
-            sample = self.memory.sample(
-                history[:, -1],
-                action,
-                context,
-                temperature=self.temperature,
-                top_k=self.top_k,
-                steps=self.sampling_steps,
-                guidance=self.guidance,
-                generator=self.generator,
+        if self.end_model is not None:  # the chance the game ends on this step, from frames so far
+            hazard, self.end_state[rows] = self.end_model.step(
+                history[:, -1], action, self.end_state[rows]
             )
+            draw = torch.rand(len(index), generator=self.generator, device=self.device)
+            terminated = (draw < hazard).cpu().numpy()
+        parts = []
+        for low in range(0, len(index), self.step_chunk):  # cache-sized passes (see step_chunk)
+            part = slice(low, low + self.step_chunk)
+            with autocast(self.device, self.precision):
+                parts.append(
+                    self.memory.sample(
+                        history[part, -1],
+                        action[part],
+                        None if context is None else context[part],
+                        temperature=self.temperature,
+                        top_k=self.top_k,
+                        steps=self.sampling_steps,
+                        guidance=self.guidance,
+                        generator=self.generator,
+                    )
+                )
+        sample = MemorySample(
+            *(torch.cat([getattr(p, f) for p in parts]) for f in ("tokens", "reward", "end_prob"))
+        )
         tokens = sample.tokens.long()  # (n, T)
         self.history[rows] = torch.cat([history[:, 1:], tokens[:, None]], dim=1)  # (n, K, T)
         self._cached[index] = False
+        if self.end_model is not None:
+            end_prob = hazard.float().cpu().numpy()
+        else:
+            end_prob = sample.end_prob.float().cpu().numpy()
+            terminated = (
+                end_prob > END_THRESHOLD
+                if self.memory.config.end_head
+                else np.zeros(len(index), dtype=bool)
+            )
         return DreamStep(
             tokens=tokens,
             reward=sample.reward.float().cpu().numpy(),
-            end_prob=sample.end_prob.float().cpu().numpy(),
+            end_prob=end_prob,
+            terminated=terminated,
         )
 
     # ------------------------------------------------------------ observing

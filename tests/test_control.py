@@ -22,12 +22,13 @@ from elworld.control.evaluate import (
     play_dream,
     play_real,
 )
-from elworld.control.rollout import CandidatesPolicy, end_hazard
+from elworld.control.rollout import CandidatesPolicy
 from elworld.control.train import ControlTrainConfig, split_bank, train_control, training_frames
 from elworld.control.world_info import describe_world, resolve_keys
 from elworld.keys import KEY_INDEX, NUM_KEYS
 from elworld.model.memory import MemoryModel
 from elworld_gym.loading import CHECKPOINTS_ENV_VAR, resolve_checkpoints
+from elworld_gym.world import DreamWorld
 
 from conftest import torch_threads
 
@@ -207,11 +208,15 @@ def test_config_counts_parameters_and_rejects_bad_choices() -> None:
         ControlConfig(grid_height=8, grid_width=8, col_bands=9)
 
 
-def test_end_hazard_takes_the_positive_weight_out() -> None:
+def test_end_hazard_takes_the_positive_weight_out(tiny_checkpoints: Path) -> None:
+    world = DreamWorld.from_checkpoints(tiny_checkpoints, device="cpu")
+    assert world.end_model is None
     p = np.array([0.0, 0.5, 5 / 6, 1.0])
-    assert np.allclose(end_hazard(p, 1.0), p)
+    world.memory.config.end_pos_weight = 1.0
+    assert np.allclose(world.hazard(p), p)
     # BCE with pos_weight 5 learns 5x the odds: odds 5 (p = 5/6) are even odds, odds 1 are 1/5.
-    assert np.allclose(end_hazard(p, 5.0), [0.0, 1 / 6, 0.5, 1.0])
+    world.memory.config.end_pos_weight = 5.0
+    assert np.allclose(world.hazard(p), [0.0, 1 / 6, 0.5, 1.0])
 
 
 def test_keys_and_frame_skip_come_from_the_recordings(

@@ -141,10 +141,11 @@ def test_render_returns_a_tuple_of_frames(tiny_checkpoints: Path) -> None:
         assert not np.shares_memory(frame, obs)
 
 
-def test_one_memory_pass_and_no_decode_for_tokens(
-    tiny_checkpoints: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("step_chunk, passes", [(None, [2, 2]), (4, [4]), (3, [3, 1])])
+def test_memory_passes_in_chunks_and_no_decode_for_tokens(
+    tiny_checkpoints: Path, monkeypatch: pytest.MonkeyPatch, step_chunk: int | None, passes: list
 ) -> None:
-    envs = DreamVectorEnv(4, tiny_checkpoints, obs_type="tokens")
+    envs = DreamVectorEnv(4, tiny_checkpoints, obs_type="tokens", step_chunk=step_chunk)
     calls = []
     sample = envs.world.memory.sample
 
@@ -160,7 +161,23 @@ def test_one_memory_pass_and_no_decode_for_tokens(
     envs.reset(seed=0)
     for actions in random_actions(4, (3, 4)):
         envs.step(actions)
-    assert calls == [4, 4, 4]
+    assert calls == passes * 3
+
+
+def test_chunked_steps_dream_what_one_pass_dreams(tiny_checkpoints: Path) -> None:
+    grids = []
+    for step_chunk in (1, 4):
+        envs = DreamVectorEnv(
+            4, tiny_checkpoints, obs_type="tokens", temperature=0.0, precision="fp32",
+            step_chunk=step_chunk,
+        )  # fmt: skip
+        obs, _ = envs.reset(seed=3)
+        for actions in random_actions(4, (5, 4)):
+            obs, *_ = envs.step(actions)
+        grids.append(obs)
+    np.testing.assert_array_equal(grids[0], grids[1])
+    with pytest.raises(ValueError, match="step_chunk must be a positive int"):
+        DreamVectorEnv(2, tiny_checkpoints, step_chunk=0)
 
 
 def test_bad_vector_actions_raise(tiny_checkpoints: Path) -> None:

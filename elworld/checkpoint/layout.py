@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-KINDS = ("vision", "memory", "control", "idm")
+KINDS = ("vision", "memory", "control", "idm", "end")
 BEST_MODEL = "best_model"
 WEIGHTS_FILE = "model.safetensors"
 LEGACY_WEIGHTS_FILE = "model.pth"

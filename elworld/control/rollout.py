@@ -3,7 +3,8 @@
 ``dream_rollouts`` steps only the dreams still running (``DreamWorld.step``
 takes a subset), so a batch gets cheaper as its episodes end: the memory pass is
 the whole cost of a dream step. An episode ends as in the dream env: when the
-end head says more than ``END_THRESHOLD`` (terminated) or after ``max_steps``
+world says so (``DreamStep.terminated``: drawn from the episode-end model's
+hazard, or the memory end head above its threshold) or after ``max_steps``
 (truncated). A dream starts from a token history ``(K, T)``: a bank frame with
 its real previous frames (``DreamWorld.start_stacks``), or one real frame
 repeated (``still_stacks``, as ``DreamEnv.reset(options={"observation": frame})``
@@ -15,11 +16,9 @@ that the episode has not ended before it, ``sum_t r_t prod_{s<t} (1 - h_s)``.
 It scores a dangerous step even when the end head stays below the threshold,
 which makes it a far less noisy fitness for CMA-ES than the thresholded length;
 ``survival_floor`` stops an episode once that chance is below it (its return is
-then a lower bound). The hazard ``h`` is the end head's probability ``p`` with
-the training's positive weight ``w`` (``MemoryConfig.end_pos_weight``) taken
-out: BCE with ``pos_weight=w`` learns odds ``w`` times the true ones, so
-``h = p / (p + w (1 - p))``; without it a world trained with ``w = 5`` looks
-five times as deadly per step as its recordings were.
+then a lower bound). The hazard ``h`` is ``DreamWorld.hazard``: the episode-end
+model's output, or the memory end head's probability with its training's
+positive weight taken out.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ import torch
 from elworld.control.policy import ControlPolicy
 from elworld.keys import NUM_KEYS
 from elworld.record.collect import RandomKeysPolicy, StickyKeysPolicy
-from elworld_gym.world import END_THRESHOLD, DreamWorld
+from elworld_gym.world import DreamWorld
 
 
 class DreamPolicy(Protocol):
@@ -119,11 +118,6 @@ class ScriptedPolicy:
         return np.stack([self.players[i](None) for i in index])
 
 
-def end_hazard(end_prob: np.ndarray, pos_weight: float) -> np.ndarray:
-    """The chance an episode ends at a step, from an end head trained with ``pos_weight``."""
-    return end_prob / (end_prob + pos_weight * (1.0 - end_prob))
-
-
 def still_stacks(world: DreamWorld, tokens: torch.Tensor) -> torch.Tensor:
     """Histories ``(n, K, T)`` that repeat each frame's tokens ``(n, T)`` K times (a still start)."""
     return tokens[:, None].expand(-1, world.context_frames, -1).contiguous()
@@ -164,7 +158,6 @@ def dream_rollouts(
     running = np.ones(n, dtype=bool)
     steps = 0
     grid = world.grid_shape
-    pos_weight = float(getattr(world.memory.config, "end_pos_weight", 1.0))
     for _ in range(max_steps):
         index = np.flatnonzero(running)
         if not index.size:
@@ -177,9 +170,9 @@ def dream_rollouts(
         end = step.end_prob.astype(np.float64) if world.has_end_head else np.zeros(len(index))
         returns[index] += reward
         expected[index] += survival[index] * reward
-        survival[index] *= 1.0 - end_hazard(end, pos_weight)
+        survival[index] *= 1.0 - world.hazard(end)
         lengths[index] += 1
-        ended = end > END_THRESHOLD
+        ended = step.terminated
         terminated[index[ended]] = True
         running[index[ended]] = False
         if survival_floor > 0:

@@ -37,6 +37,10 @@ class WorldInfo:
     scenario: str | None  # e.g. "take_cover", from the recordings
     frame_skip: int | None  # game tics per step, from the recordings
     keys: tuple[str, ...] | None  # key names the recordings' player could press
+    # The episode-end model the dream's ends came from (provenance only: the agent
+    # acts on vision tokens, so check_same_world does not require the same one).
+    end: str | None = None
+    end_fingerprint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the ``"world"`` entry of a control checkpoint's training info)."""
@@ -85,6 +89,8 @@ def describe_world(paths: CheckpointPaths) -> WorldInfo:
         scenario=scenario if isinstance(scenario, str) else None,
         frame_skip=skip if isinstance(skip, int) and not isinstance(skip, bool) else None,
         keys=_key_names(recordings.get("keys")),
+        end=str(paths.end) if paths.end is not None else None,
+        end_fingerprint=checkpoint.checkpoint_fingerprint(paths.end) if paths.end else None,
     )
 
 

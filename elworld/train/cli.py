@@ -260,6 +260,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from elworld.idm import register_train as register_idm  # elworld train idm
 
     register_idm(models)
+    from elworld.endmodel import register_train as register_end  # elworld train end
+
+    register_end(models)
     from elworld.control.cli import register_train as register_control  # elworld train control
 
     register_control(models)
