@@ -135,13 +135,15 @@ def check_end_model_fits(config: EndConfig, memory_config: Any, memory_name: str
 
 
 @dataclass
-class _Episode:
+class EndEpisode:
+    """One recorded episode as the end model reads it."""
+
     tokens: np.ndarray  # (L, T) token ids
     actions: np.ndarray  # (L, A) uint8
     done: np.ndarray  # (L,) float32
 
 
-def _load_episodes(episodes: list[Path], token_files: list[Path]) -> list[_Episode]:
+def _load_episodes(episodes: list[Path], token_files: list[Path]) -> list[EndEpisode]:
     out = []
     for path, file in zip(episodes, token_files, strict=True):
         labels = read_labels(path)
@@ -151,11 +153,11 @@ def _load_episodes(episodes: list[Path], token_files: list[Path]) -> list[_Episo
         done = np.zeros(len(tokens), np.float32) if done is None else done.astype(np.float32)
         if not (len(tokens) == len(labels["act"]) == len(done)):
             raise ValueError(f"{path}: frames, keys and done flags differ in length")
-        out.append(_Episode(tokens, labels["act"], done))
+        out.append(EndEpisode(tokens, labels["act"], done))
     return out
 
 
-def _batch(episodes: list[_Episode], device: torch.device) -> dict[str, torch.Tensor]:
+def _batch(episodes: list[EndEpisode], device: torch.device) -> dict[str, torch.Tensor]:
     """Pad episodes to the longest: tokens, actions, done and the mask of real steps."""
     n, length = len(episodes), max(len(e.tokens) for e in episodes)
     tokens = torch.zeros(n, length, episodes[0].tokens.shape[1], dtype=torch.long)
@@ -173,7 +175,9 @@ def _batch(episodes: list[_Episode], device: torch.device) -> dict[str, torch.Te
 
 
 @torch.inference_mode()
-def end_scores(model: EndModel, episodes: list[_Episode], batch_size: int = 32) -> dict[str, float]:
+def end_scores(
+    model: EndModel, episodes: list[EndEpisode], batch_size: int = 32
+) -> dict[str, float]:
     """How well the hazard fits real episodes.
 
     - ``nll``: mean per-step BCE; ``constant_nll``: the same for the best constant
@@ -215,8 +219,8 @@ def end_scores(model: EndModel, episodes: list[_Episode], batch_size: int = 32) 
 
 
 def train_end_model(
-    train: list[_Episode],
-    val: list[_Episode],
+    train: list[EndEpisode],
+    val: list[EndEpisode],
     config: EndConfig,
     *,
     epochs: int = 40,

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from elworld.data import find_episodes, iter_frames, read_labels, recording_provenance
+from elworld.endmodel import EndEpisode, EndModel, check_end_model_fits, end_scores
 from elworld.frames import frames_to_tensor, tensor_to_frames
 from elworld.idm import (
     LABELS,
@@ -237,8 +238,13 @@ def evaluate(
     config: EvalConfig,
     device: torch.device | str = "cpu",
     idm: InverseDynamicsModel | None = None,
+    end_model: EndModel | None = None,
 ) -> dict[str, Any]:
     """Measure a vision model (and a memory model, if given) on recorded episodes.
+
+    With an episode-end model, ``results["end_model"]`` holds
+    ``elworld.endmodel.end_scores`` on the episodes (NLL against the best
+    constant hazard, hazard at real ends vs elsewhere, ends expected vs real).
 
     With an inverse-dynamics model ``idm`` (trained on real training episodes),
     ``results["memory"]["idm"]`` holds its macro-F1 (and per-key F1) over the
@@ -283,6 +289,7 @@ def evaluate(
         "rew_true": [],
     }
     episodes = episodes[: config.max_episodes] if config.max_episodes else episodes
+    end_episodes: list[EndEpisode] = []
     episode_actions = [read_labels(p)["act"] for p in episodes]
     all_actions = np.concatenate(episode_actions).astype(np.float32)
     horizon = max(config.horizons)
@@ -324,6 +331,9 @@ def evaluate(
         recon = _decode(vision, tokens, grid, config.batch_size)
         stats.add("recon_psnr", psnr(recon, frames))
         stats.add("recon_ssim", ssim(recon, frames))
+        if end_model is not None:
+            done = labels.get("done", np.zeros(len(frames), bool)).astype(np.float32)
+            end_episodes.append(EndEpisode(tokens.cpu().numpy(), labels["act"], done))
         if memory is None:
             continue
         k = memory.config.context_frames
@@ -421,6 +431,8 @@ def evaluate(
             "code_perplexity": float(torch.exp(-(counts * counts.clamp_min(1e-12).log()).sum())),
         },
     }
+    if end_model is not None:
+        results["end_model"] = end_scores(end_model, end_episodes)
     if memory is None:
         return results
     rollout = {
@@ -526,6 +538,15 @@ def markdown_report(results: dict[str, Any]) -> str:
             )
         if "idm" in m:
             lines += ["", *_idm_lines(m["idm"])]
+    if e := results.get("end_model"):
+        lines += [
+            "",
+            "| episode-end model | value |",
+            "|---|---|",
+            f"| NLL per step (best constant hazard) | {e['nll']:.4f} ({e['constant_nll']:.4f}) |",
+            f"| mean hazard at real ends / elsewhere | {e['hazard_at_ends']:.3f} / {e['hazard_elsewhere']:.4f} |",
+            f"| ends expected (summed hazard) / real | {e['expected_ends']:.1f} / {e['ends']:.0f} |",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -684,6 +705,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="sampling temperature of the dreams the IDM scores; the dream env's default, "
         "since the action effect lives in the sampled dream (default: %(default)s)",
     )
+    parser.add_argument(
+        "--end",
+        type=Path,
+        default=None,
+        help="episode-end checkpoint folder (`elworld train end`): adds its NLL, hazard at real ends "
+        "and calibration (ends expected vs real) on the episodes",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
     parser.set_defaults(func=run_eval)
 
@@ -732,6 +760,11 @@ def run_eval(args: argparse.Namespace) -> int:
         if memory is None:
             raise ValueError("--idm needs --memory: the IDM scores dream transitions")
         idm = InverseDynamicsModel.from_checkpoint(args.idm, device=device)
+    end_model = None
+    if args.end is not None:
+        end_model = EndModel.from_checkpoint(args.end, device=device)
+        if memory is not None:
+            check_end_model_fits(end_model.config, memory.config, str(args.memory))
     config = EvalConfig(
         horizons=horizons, start_stride=args.start_stride, max_episodes=args.max_episodes, batch_size=args.batch_size,
         temperature=args.temperature, sampling_steps=args.sampling_steps, seed=args.seed,
@@ -744,12 +777,13 @@ def run_eval(args: argparse.Namespace) -> int:
     episodes = find_episodes(args.data)
     world = recording_info(args.memory) if args.memory is not None else {}
     check_world_rate(world, recording_provenance(episodes), args.memory, args.data)
-    results = evaluate(vision, memory, episodes, config, device, idm=idm)
+    results = evaluate(vision, memory, episodes, config, device, idm=idm, end_model=end_model)
     results["world_recordings"] = world
     results["checkpoints"] = {
         "vision": str(args.vision),
         "memory": str(args.memory) if args.memory else None,
         "idm": str(args.idm) if args.idm else None,
+        "end": str(args.end) if args.end else None,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "eval.json").write_text(json.dumps(results, indent=2, default=str) + "\n")

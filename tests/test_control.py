@@ -288,11 +288,15 @@ def test_real_play_statistics_and_report_with_a_stub_game() -> None:
     real_ranked = {"none": real["none"], "sticky": {**real["sticky"], "length_mean": 4.0}}
     report = build_report(real_ranked, dream_same, facts)
     assert report["ranking"]["same_order"] and report["ranking"]["kendall_tau"] == 1.0
+    # real lengths 3 (none) and 4 (sticky); dream 1 and 4: a third, then equal
+    assert report["length_ratio"] == pytest.approx({"none": 1 / 3, "sticky": 1.0})
+    assert report["lengths_within_25pct"] == {"none": False, "sticky": True}
     reversed_dream = {"none": {**real["none"], "length_mean": 9.0}, "sticky": dream_same["sticky"]}
     report = build_report(real_ranked, reversed_dream, facts)
     assert not report["ranking"]["same_order"] and report["ranking"]["kendall_tau"] == -1.0
     text = markdown_report(report)
     assert "| none | 6.0 +/- 0.0 | 3.0 +/- 0.0 | 0 |" in text and "a different order" in text
+    assert "| 3.00 |" in text  # dream 9 steps against real 3
 
 
 def test_eval_control_cli_plays_vizdoom_and_the_dream(

@@ -14,8 +14,8 @@ from elworld.checkpoint import best_model_dir, save_checkpoint
 from elworld.cli import main
 from elworld.endmodel import (
     EndConfig,
+    EndEpisode,
     EndModel,
-    _Episode,
     check_end_model_fits,
     end_scores,
     train_end_model,
@@ -28,7 +28,7 @@ from tests.conftest import TINY_IMAGE, sliding_square_clip
 HIT = 3  # the token a "hit" frame is full of
 
 
-def counting_episodes(count: int, seed: int = 0, hits_to_die: int = 3) -> list[_Episode]:
+def counting_episodes(count: int, seed: int = 0, hits_to_die: int = 3) -> list[EndEpisode]:
     """Episodes of 6-token frames; a frame full of ``HIT`` is a hit and the third hit ends it.
 
     A hit frame looks the same whatever came before, so only a model that
@@ -48,7 +48,7 @@ def counting_episodes(count: int, seed: int = 0, hits_to_die: int = 3) -> list[_
         done = np.zeros(len(frames), np.float32)
         done[-1] = float(hits == hits_to_die)
         actions = rng.integers(0, 2, size=(len(frames), 22)).astype(np.uint8)
-        episodes.append(_Episode(np.stack(frames), actions, done))
+        episodes.append(EndEpisode(np.stack(frames), actions, done))
     return episodes
 
 
@@ -172,3 +172,18 @@ def test_a_missing_end_checkpoint_is_one_clear_error(world_with_end: Path, tmp_p
     save_checkpoint(other, model=model, config=model.config, training_info={})
     with pytest.raises(ValueError, match="episode-end model reads 768 tokens"):
         DreamWorld.from_checkpoints(world_with_end, end_model=other, device="cpu")
+
+
+def test_eval_reports_the_end_model_on_recordings(world_with_end: Path, tmp_path: Path) -> None:
+    data = world_with_end.parent / f"{world_with_end.name}_data"
+    out = tmp_path / "report"
+    args = ["eval", "--vision", str(best_model_dir(world_with_end, "vision")), "--data", str(data),
+            "--end", str(best_model_dir(world_with_end, "end")), "--out", str(out),
+            "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    results = json.loads((out / "eval.json").read_text())
+    end = results["end_model"]
+    assert end["episodes"] == 4 and end["ends"] == 4 and end["steps"] == 4 * 12
+    assert 0 < end["expected_ends"] < end["steps"] and end["nll"] > 0
+    assert results["checkpoints"]["end"] == str(best_model_dir(world_with_end, "end"))
+    assert "| ends expected (summed hazard) / real |" in (out / "eval.md").read_text()

@@ -336,7 +336,7 @@ def run_eval_control(args: argparse.Namespace) -> int:
         )  # fmt: skip
         dream = play_dream(
             agent, policies, first_frames, keys=keys, settings=settings, seed=args.seed,
-            max_steps=max_steps, vision=world.vision, memory=world.memory,
+            max_steps=max_steps, vision=world.vision, memory=world.memory, end=world.end,
         )  # fmt: skip
     guidance = args.guidance
     if guidance is None:

@@ -7,8 +7,9 @@ In one run, with the same game seeds for every policy (episode ``i`` uses
   keys (``elworld.record.collect``'s policies over the scenario's keys); return
   = the game's reward summed (take_cover: tics survived), length = steps;
 - the dream: the same four policies, each started from the first real frames
-  of the first ``dream_episodes`` real episodes, ended by the memory model's end
-  head; return = the reward head summed.
+  of the first ``dream_episodes`` real episodes, ended as the dream env ends
+  them (drawn from the world's episode-end model, else the memory model's end
+  head); return = the reward head summed.
 
 Both are capped at ``max_steps`` (World Models' 2100 tics by default). The
 report says whether the dream ranks the policies by mean episode length in the
@@ -164,6 +165,7 @@ def play_dream(
     max_steps: int,
     vision: str | Path,
     memory: str | Path,
+    end: str | Path | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Play each policy in ``settings.episodes`` dreams started from ``first_frames``.
 
@@ -176,7 +178,7 @@ def play_dream(
         None, vision=vision, memory=memory, start_observations=frames, num_envs=d,
         device=settings.device, temperature=settings.temperature,
         sampling_steps=settings.sampling_steps, guidance=settings.guidance,
-        precision=settings.precision,
+        precision=settings.precision, end_model=end if end is not None else False,
     )  # fmt: skip
     out = {}
     for name in policies:
@@ -241,6 +243,10 @@ def build_report(
             "same_order": real_order == dream_order,
             "kendall_tau": tau,
         }
+        # The issue's fidelity check: dream length within 25% of the real game's, per policy.
+        ratios = {n: dream[n]["length_mean"] / max(real[n]["length_mean"], 1e-9) for n in names}
+        report["length_ratio"] = ratios
+        report["lengths_within_25pct"] = {n: bool(abs(r - 1) <= 0.25) for n, r in ratios.items()}
     return report
 
 
@@ -257,21 +263,23 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"Agent: `{report['agent']}`. Real: {report['episodes']} episodes per policy (seeds "
         f"{report['seed']}..{report['seed'] + report['episodes'] - 1}, the same for every policy), "
         f"frame skip {report['frame_skip']}; dream: "
-        + (f"{report['dream_episodes']} episodes per policy from the same first frames, ended by the end head"
+        + (f"{report['dream_episodes']} episodes per policy from the same first frames, ended by "
+           + ("draws from the episode-end model" if report.get("world", {}).get("end") else "the end head")
            if dream else "not run")
         + f". Every episode is capped at {report['max_steps']} steps "
         f"({report['max_steps'] * report['frame_skip']} tics). Return = reward summed (take_cover: tics survived; "
         "in the dream the reward head's).",
         "",
-        "| policy | real return | real length (steps) | capped | dream return | dream length (steps) | capped |",
-        "|---|---|---|---|---|---|---|",
+        "| policy | real return | real length (steps) | capped | dream return | dream length (steps) | capped | dream / real length |",
+        "|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for name, entry in real.items():
         other = dream.get(name)
+        ratio = report.get("length_ratio", {}).get(name)
         dream_cells = (
-            f"{_pm(other, 'return')} | {_pm(other, 'length')} | {other['capped']}"
-            if other
-            else "- | - | -"
+            f"{_pm(other, 'return')} | {_pm(other, 'length')} | {other['capped']} | {ratio:.2f}"
+            if other and ratio is not None
+            else "- | - | - | -"
         )
         lines.append(
             f"| {name} | {_pm(entry, 'return')} | {_pm(entry, 'length')} | {entry['capped']} | {dream_cells} |"
