@@ -2,7 +2,9 @@
 
 1. Single-env step latency (p50 / p95) with rgb and with tokens observations,
    in float32 and with bf16 autocast (``precision``): before and after.
-2. Batched throughput (env steps/s) of ``DreamVectorEnv`` at N = 1, 8, 16, 32, 64.
+2. Batched throughput (env steps/s) of ``DreamVectorEnv`` at N = 1, 8, 16, 32, 64,
+   with the default ``step_chunk`` (cache-sized memory passes on a CPU) and
+   with one pass over all N (``step_chunk=N``): the chunking gain.
 3. The memory model's achieved FLOP/s (FLOPs of one batched pass counted with
    ``torch.utils.flop_counter``, times passes per second) as a share of this
    machine's best matmul peak (float32 or bfloat16, whichever is higher),
@@ -129,11 +131,14 @@ def step_latency(args: Args, obs_type: str, precision: str) -> tuple[float, floa
     return float(np.percentile(times, 50)), float(np.percentile(times, 95)), env
 
 
-def batched_throughput(args: Args, num_envs: int, obs_type: str) -> float:
-    """Env steps per second of ``DreamVectorEnv`` with ``num_envs`` envs."""
+def batched_throughput(
+    args: Args, num_envs: int, obs_type: str, step_chunk: int | None = None
+) -> float:
+    """Env steps per second of ``DreamVectorEnv`` with ``num_envs`` envs (``step_chunk`` per pass)."""
     envs = DreamVectorEnv(
-        num_envs, args.checkpoints, obs_type=obs_type, device=args.device, **sampling(args)
-    )
+        num_envs, args.checkpoints, obs_type=obs_type, device=args.device,
+        step_chunk=step_chunk, **sampling(args),
+    )  # fmt: skip
     envs.reset(seed=args.seed)
     actions = np.zeros((num_envs, 22), np.uint8)
     envs.step(actions)  # warm-up
@@ -146,7 +151,7 @@ def batched_throughput(args: Args, num_envs: int, obs_type: str) -> float:
 
 
 def memory_pass_flops(env: DreamEnv | DreamVectorEnv, num_envs: int) -> int:
-    """FLOPs of one batched memory step of all ``num_envs`` envs (counted, not estimated)."""
+    """FLOPs of one memory step of all ``num_envs`` envs, every chunk (counted, not estimated)."""
     world = env.world
     actions = np.zeros((num_envs, world.action_dim), np.uint8)
     counter = FlopCounterMode(display=False)
@@ -279,19 +284,24 @@ def main(argv: list[str] | None = None) -> int:
     peak, peak_dtype = best_matmul_peak(args.matmul_size, device)
     print(f"\n== best matmul peak ({args.matmul_size}^2, {peak_dtype}): {peak / 1e9:,.1f} GFLOP/s")
     print(f"\n== batched throughput (env steps/s, {args.precision}) and memory-model efficiency")
-    print(f"{'N':>4} {'tokens':>10} {'rgb':>10} {'GFLOP/pass':>11} {'GFLOP/s':>9} {'of peak':>8}")
+    print(f"   (tokens: default step_chunk {world.step_chunk} envs per memory pass; one pass: all N)")
+    print(
+        f"{'N':>4} {'tokens':>10} {'one pass':>10} {'gain':>6} {'rgb':>10} {'GFLOP/step':>11} "
+        f"{'GFLOP/s':>9} {'of peak':>8}"
+    )
     for n in sizes:
         tokens_rate = batched_throughput(args, n, "tokens")
+        one_pass = batched_throughput(args, n, "tokens", step_chunk=n)
         rgb_rate = batched_throughput(args, n, "rgb")
         vec = DreamVectorEnv(
             n, args.checkpoints, obs_type="tokens", device=args.device, **sampling(args)
         )
         vec.reset(seed=args.seed)
         flops = memory_pass_flops(vec, n)
-        achieved = flops * tokens_rate / n  # passes/s = env steps/s / N
+        achieved = flops * tokens_rate / n  # steps/s = env steps/s / N
         print(
-            f"{n:>4} {tokens_rate:>10.1f} {rgb_rate:>10.1f} {flops / 1e9:>11.3f} "
-            f"{achieved / 1e9:>9.1f} {achieved / peak:>8.1%}"
+            f"{n:>4} {tokens_rate:>10.1f} {one_pass:>10.1f} {tokens_rate / one_pass:>5.2f}x "
+            f"{rgb_rate:>10.1f} {flops / 1e9:>11.3f} {achieved / 1e9:>9.1f} {achieved / peak:>8.1%}"
         )
 
     if args.baseline_frames:

@@ -59,7 +59,7 @@ def register_train(models: argparse._SubParsersAction) -> None:
         "parameters of a linear policy over pooled vision-codebook features of the token grid, "
         "playing population x rollouts dreams per generation in one batched memory pass per step, "
         "started from real frames of the world's start bank. Fitness: the dream return weighted by "
-        "the end head's chance that the episode is still running. Every --eval-every generations the "
+        "the world's chance that the episode is still running (its episode-end model, else the memory end head). Every --eval-every generations the "
         "CMA-ES mean plays the held-out start frames; OUT/control/best_model keeps the best held-out "
         "dream return, OUT/control/control_model_checkpoint_G each evaluation (with the CMA-ES state "
         "for --resume).",
@@ -110,7 +110,7 @@ def register_train(models: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     group.add_argument(
         "--survival-floor", type=float, default=0.05,
-        help="stop a training dream once the end head gives it less than this chance of still "
+        help="stop a training dream once the world gives it less than this chance of still "
         "running; saves dream steps (default: %(default)s)",
     )  # fmt: skip
     group.add_argument(

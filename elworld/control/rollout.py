@@ -13,7 +13,7 @@ does and as the agent starts a real episode).
 Besides the dream env's return (the reward head summed until the end) each
 episode gets an *expected return*: every step's reward weighted by the chance
 that the episode has not ended before it, ``sum_t r_t prod_{s<t} (1 - h_s)``.
-It scores a dangerous step even when the end head stays below the threshold,
+It scores a dangerous step even when no end is drawn (or the head stays low),
 which makes it a far less noisy fitness for CMA-ES than the thresholded length;
 ``survival_floor`` stops an episode once that chance is below it (its return is
 then a lower bound). The hazard ``h`` is ``DreamWorld.hazard``: the episode-end
@@ -55,7 +55,7 @@ class RolloutResult:
     returns: np.ndarray  # the dream env's return: reward head summed until the end
     lengths: np.ndarray  # steps until the end (int)
     expected_returns: np.ndarray  # rewards weighted by the chance the episode is still running
-    terminated: np.ndarray  # bool: the end head ended it
+    terminated: np.ndarray  # bool: the world ended it
     steps: int  # dream steps spent (all episodes)
 
 

@@ -5,13 +5,13 @@ Each generation CMA-ES proposes ``population`` parameter vectors; each plays
 same frames for every candidate, so they are compared on equal terms), all
 ``population x rollouts`` dreams in one batched memory pass per step. A
 candidate's fitness is its mean *expected* dream return (``rollout``: rewards
-weighted by the chance the end head has not ended the episode yet). The real
+weighted by the chance the world has not ended the episode yet). The real
 game is never called.
 
 Every ``eval_every`` generations the CMA-ES mean is played from the held-out
 start frames (a fixed share of the bank no candidate trains on, with fixed
 sampling seeds so evaluations compare like with like); its mean dream return
-(the dream env's: reward head summed until the end head fires or
+(the dream env's: reward head summed until the world ends it or
 ``max_steps``) decides ``OUT/control/best_model``. Each evaluation writes
 ``OUT/control/control_model_checkpoint_G`` (G = generation) with the CMA-ES
 state in ``trainer_state.pth``, which ``--resume`` continues from exactly.
@@ -245,7 +245,7 @@ class _Run:
             self.cma = new_cma(policy_config.num_params, cfg.sigma, population, cfg.seed)
         logger.info(
             "control policy: %d parameters, choices %s; CMA-ES population %d x %d dreams; "
-            "%d training / %d held-out start frames; dreams end at the end head or %d steps",
+            "%d training / %d held-out start frames; dreams end when the world says so or at %d steps",
             policy_config.num_params, "/".join(policy_config.choices), population, cfg.rollouts,
             len(self.train_starts), len(self.heldout_starts), self.max_steps,
         )  # fmt: skip
@@ -447,10 +447,10 @@ def model_card(info: dict[str, Any], config: ControlConfig) -> str:
         "",
         "| held-out dream metric | value |",
         "|---|---|",
-        f"| return (reward head summed until the end head fires) | {m['heldout_return_mean']:.1f} +/- {m['heldout_return_std']:.1f} |",
+        f"| return (reward head summed until the dream ended) | {m['heldout_return_mean']:.1f} +/- {m['heldout_return_std']:.1f} |",
         f"| episode length (steps, capped at {info['dream']['max_steps']}) | {m['heldout_length_mean']:.1f} |",
         f"| expected return (rewards x chance still alive) | {m['heldout_expected_return_mean']:.1f} |",
-        f"| share ended by the end head | {m['heldout_terminated_share']:.2f} |",
+        f"| share ended by the world (not the step cap) | {m['heldout_terminated_share']:.2f} |",
         "",
         "## The world it was trained in (loading refuses any other)",
         "",
