@@ -456,6 +456,12 @@ def model_card(info: dict[str, Any], config: ControlConfig) -> str:
         "",
         f"- vision: `{world['vision']}` (fingerprint `{world['vision_fingerprint'][:16]}`)",
         f"- memory: `{world['memory']}` (fingerprint `{world['memory_fingerprint'][:16]}`)",
+        (
+            f"- episode ends: the episode-end model `{world['end']}` (fingerprint "
+            f"`{str(world.get('end_fingerprint'))[:16]}`; not checked at loading)"
+            if world.get("end")
+            else "- episode ends: the memory model's end head"
+        ),
         f"- scenario: {world['scenario']}, frame skip: {world['frame_skip']}",
         f"- start frames: `{info['start_frames']}` ({len(info['start_bank']['heldout'])} of "
         f"{info['start_bank']['frames']} held out for evaluation)",
