@@ -141,11 +141,15 @@ def test_resume_continues_exactly_where_the_run_stopped(
     assert [h["generation"] for h in state["trainer_state"]["history"]] == [1, 2, 3, 4]
 
 
-def test_dream_candidates_act_as_the_agent_does(trained: Path, tiny_checkpoints: Path) -> None:
+@pytest.mark.parametrize("hold", [1, 3])
+def test_dream_candidates_act_as_the_agent_does(
+    trained: Path, tiny_checkpoints: Path, hold: int
+) -> None:
     agent = Agent.from_checkpoint(
         checkpoint.best_model_dir(trained, "control"), checkpoints=tiny_checkpoints
     )
     policy = agent.policy
+    policy.config.hold = hold
     rng = np.random.default_rng(1)
     policy.set_flat(rng.normal(size=policy.config.num_params))  # a policy that does act
     frames = np.load(tiny_checkpoints / "start_frames.npz")["obs"]
@@ -161,6 +165,9 @@ def test_dream_candidates_act_as_the_agent_does(trained: Path, tiny_checkpoints:
         assert np.array_equal(actions[0], agent.act_on_tokens(grid))
         chosen.append(actions[0])
     assert len({a.tobytes() for a in chosen}) > 1, "a random policy should not be constant"
+    # A decision is kept for `hold` steps: actions change only at multiples of it.
+    changes = [t for t in range(1, len(chosen)) if not np.array_equal(chosen[t], chosen[t - 1])]
+    assert all(t % hold == 0 for t in changes)
 
 
 def test_dream_baselines_do_not_depend_on_the_other_policies(

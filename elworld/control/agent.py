@@ -50,6 +50,8 @@ class Agent:
         self.world = world
         self.device = policy.token_table.device
         self._previous: torch.Tensor | None = None
+        self._choice = torch.zeros(1, dtype=torch.long, device=self.device)
+        self._steps = 0
 
     @classmethod
     def from_checkpoint(
@@ -81,8 +83,9 @@ class Agent:
         return self.policy.config.choices
 
     def reset(self) -> None:
-        """Forget the previous frame (call at the start of every episode)."""
+        """Forget the previous frame and decision (call at the start of every episode)."""
         self._previous = None
+        self._steps = 0
 
     @torch.no_grad()
     def tokens(self, observation: np.ndarray) -> torch.Tensor:
@@ -110,8 +113,10 @@ class Agent:
             current, current if self._previous is None else self._previous
         )
         self._previous = current
-        choice = self.policy.logits(features).argmax(dim=1)
-        return self.policy.actions(choice)[0]
+        if self._steps % self.policy.config.hold == 0:  # a new decision, held for `hold` steps
+            self._choice = self.policy.logits(features).argmax(dim=1)
+        self._steps += 1
+        return self.policy.actions(self._choice)[0]
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         """The ``(22,)`` uint8 action for a real uint8 RGB frame ``(H, W, 3)`` of any size."""

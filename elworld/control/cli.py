@@ -153,6 +153,10 @@ def register_train(models: argparse._SubParsersAction) -> None:
         "--hidden", type=int, default=0,
         help="0: a linear policy (as World Models); N: one tanh layer of N units (default: %(default)s)",
     )  # fmt: skip
+    group.add_argument(
+        "--hold", type=int, default=1,
+        help="steps each decision is held, in the dream and in the real game (default: %(default)s)",
+    )  # fmt: skip
     group = parser.add_argument_group("run")
     group.add_argument(
         "--seed", type=int, default=0, help="seed of everything (default: %(default)s)"
@@ -186,7 +190,7 @@ def run_train_control(args: argparse.Namespace) -> int:
         sampling_steps=args.sampling_steps, guidance=args.guidance, precision=args.precision,
         device=args.device, seed=args.seed, resume=args.resume, time_limit_min=args.time_limit,
         keep_last=args.keep_last or None, components=args.components, row_bands=args.row_bands,
-        col_bands=args.col_bands, velocity=not args.no_velocity, hidden=args.hidden,
+        col_bands=args.col_bands, velocity=not args.no_velocity, hidden=args.hidden, hold=args.hold,
         command=command_line(),
     )  # fmt: skip
     summary = train_control(cfg)

@@ -14,7 +14,10 @@ Features (no learning; fixed when training starts):
 
 The head is linear (``hidden=0``, as World Models' controller) or a one-layer
 tanh MLP, and the action is the argmax over ``choices`` (e.g. none / left /
-right), each a set of keys of the 22-key layout. All parameters live in one flat
+right), each a set of keys of the 22-key layout. With ``hold = k`` a decision
+is kept for ``k`` steps (the features still see every frame): the policy then
+cannot flicker between keys every step, a behaviour the dream rewards and
+the real game does not (docs/CONTROL.md). All parameters live in one flat
 vector, which is what CMA-ES searches; :meth:`ControlPolicy.batched_logits`
 scores many candidate vectors at once, one per dream.
 """
@@ -66,6 +69,7 @@ class ControlConfig:
     col_bands: int = 8
     velocity: bool = True  # append the change since the previous frame
     hidden: int = 0  # 0: linear head; else a tanh layer of this width
+    hold: int = 1  # steps each decision is held (1: decide every step)
     choices: tuple[str, ...] = ("none", "left", "right")
     action_dim: int = NUM_KEYS
 
@@ -81,6 +85,8 @@ class ControlConfig:
             )
         if isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 0:
             raise ValueError(f"hidden must be an int >= 0, got {self.hidden!r}")
+        if isinstance(self.hold, bool) or not isinstance(self.hold, int) or self.hold < 1:
+            raise ValueError(f"hold must be a positive int, got {self.hold!r}")
         self.choices = tuple(self.choices)
         if len(self.choices) < 2 or len(set(self.choices)) != len(self.choices):
             raise ValueError(f"choices must be at least 2 distinct entries, got {self.choices}")

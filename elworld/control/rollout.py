@@ -67,10 +67,14 @@ class CandidatesPolicy:
         device = policy.token_table.device
         self.params = torch.as_tensor(np.asarray(params), dtype=torch.float32, device=device)
         self.previous: torch.Tensor | None = None
+        n = len(self.params)
+        self.choice = torch.zeros(n, dtype=torch.long, device=device)  # the decision being held
+        self.held = torch.zeros(n, dtype=torch.long, device=device)  # steps it has been held
 
     def reset(self, n: int, seed: int) -> None:
         assert len(self.params) == n, "one parameter row per dream"
         self.previous = None
+        self.held.zero_()
 
     def act(self, history: torch.Tensor, index: np.ndarray) -> np.ndarray:
         current = self.policy.frame_features(history[:, -1])  # (m, Ff)
@@ -82,7 +86,11 @@ class CandidatesPolicy:
             )
         features = self.policy.features(current, self.previous[rows])
         self.previous[rows] = current
-        choice = self.policy.batched_logits(features, self.params[rows]).argmax(dim=1)
+        fresh = self.policy.batched_logits(features, self.params[rows]).argmax(dim=1)
+        decide = self.held[rows] % self.policy.config.hold == 0  # hold = 1: every step
+        choice = torch.where(decide, fresh, self.choice[rows])
+        self.choice[rows] = choice
+        self.held[rows] += 1
         return self.policy.actions(choice)
 
 

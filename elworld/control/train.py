@@ -86,6 +86,7 @@ class ControlTrainConfig:
     col_bands: int = 8
     velocity: bool = True
     hidden: int = 0
+    hold: int = 1
     command: str = ""
 
     def __post_init__(self) -> None:
@@ -271,7 +272,7 @@ class _Run:
         return ControlConfig(
             vocab_size=vision.codebook_size, grid_height=vision.grid_height,
             grid_width=vision.grid_width, components=c.components, row_bands=c.row_bands,
-            col_bands=c.col_bands, velocity=c.velocity, hidden=c.hidden,
+            col_bands=c.col_bands, velocity=c.velocity, hidden=c.hidden, hold=c.hold,
             choices=default_choices(keys),
         )  # fmt: skip
 
