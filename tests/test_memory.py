@@ -518,6 +518,18 @@ def test_bf16_argmax_agrees_with_fp32(shift_model: MemoryModel) -> None:
     assert (half == full).float().mean() >= 0.99
 
 
+def test_inference_logits_are_fp32_under_bf16_autocast(shift_model: MemoryModel) -> None:
+    batch = shift_toy(4, torch.Generator().manual_seed(95))
+    tokens, actions = batch["context"][:, -1], batch["action"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert shift_model.eval()(tokens, actions).logits.dtype == torch.float32
+        shift_model.train()
+        try:  # training keeps the head under autocast (speed); only inference pays for fp32
+            assert shift_model(tokens, actions).logits.dtype == torch.bfloat16
+        finally:
+            shift_model.eval()
+
+
 def test_sampler_draws_from_the_softmax() -> None:
     logits = torch.tensor([[[0.0, 1.0, 2.0, -1.0]]]).expand(1, 4000, 4).contiguous()
     g = torch.Generator().manual_seed(0)

@@ -575,7 +575,11 @@ class MemoryModel(nn.Module):
                 x = block(x, rotary, adaln)
             cells = self.ln_f(x.reshape(B, T, -1))  # (B, T, C)
             summary = cells.mean(dim=1) + cond  # (B, C)
-        logits = self.head(cells)  # (B, T, V)
+        if self.training:
+            logits = self.head(cells)  # (B, T, V)
+        else:  # fp32 even under bf16 autocast: near-tied logits decide the argmax token
+            with torch.autocast(device_type=cells.device.type, enabled=False):
+                logits = self.head(cells.float())  # (B, T, V)
         if self.copy_head is not None:  # bonus on the current token's logit, decided per cell
             logits = logits.scatter_add(
                 -1, tokens.unsqueeze(-1), self.copy_head(cells).to(logits.dtype)
