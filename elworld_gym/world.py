@@ -46,9 +46,9 @@ OBS_TYPES = ("rgb", "tokens")
 END_THRESHOLD = 0.5
 # Envs per memory pass on a CPU. A pass over many dreams at once outgrows the
 # caches ([n, 768, 512] logits alone are 25 MB at n = 16): on the 2-core dev
-# machine 32 dreams stepped 2 at a time ran 2.4x the env-steps/s of one pass
-# over all 32 (benchmarks/dream_step.py, "one pass" column). Accelerators take
-# all at once.
+# machine dreams stepped 2 at a time ran 2.0x the env-steps/s of one pass over
+# all of them at N = 16 and 2.9x at N = 64, flat in N (benchmarks/dream_step.py,
+# "one pass" column). Accelerators take all at once.
 CPU_STEP_CHUNK = 2
 
 Indices = Sequence[int] | np.ndarray | None
