@@ -1,8 +1,9 @@
-"""SB3 vector envs over the dream: ``DreamVecEnv`` (one batched pass) vs ``DummyVecEnv``.
+"""SB3 vector envs over the dream: ``DreamVecEnv`` (batched) vs ``DummyVecEnv``.
 
 Both step the same N dreams of the same world with the same random actions:
-``elworld_gym.sb3.DreamVecEnv`` runs ONE memory-model pass for all N envs per
-step, SB3's ``DummyVecEnv`` over N single ``DreamEnv``s runs N passes. Each is
+``elworld_gym.sb3.DreamVecEnv`` steps all N envs together (memory passes over
+``step_chunk`` envs, 2 on a CPU), SB3's ``DummyVecEnv`` over N single
+``DreamEnv``s runs N passes of one env. Each is
 timed ``--repeats`` times (best kept) after ``--warmup`` steps, in one run, and
 the ratio printed. On a shared machine read the ratio, not the absolute numbers.
 

@@ -36,7 +36,7 @@ except ImportError as error:  # an optional extra
 
 
 class DreamVecEnv(VecEnv):
-    """N dreams of ``ElWorldDream-v0`` as one SB3 ``VecEnv``, stepped by one batched pass.
+    """N dreams of ``ElWorldDream-v0`` as one SB3 ``VecEnv``, stepped together.
 
     ## Arguments
     ``DreamVecEnv(num_envs, **kwargs)`` builds the vector env exactly as

@@ -173,7 +173,7 @@ class DreamVectorEnv(VectorEnv):
         truncated = np.zeros(self.num_envs, dtype=bool)
         end_prob = np.zeros(self.num_envs, dtype=np.float32)
         if stepping.size:
-            result = self.world.step(keys[stepping], stepping)  # one memory pass
+            result = self.world.step(keys[stepping], stepping)  # in step_chunk passes
             self._elapsed_steps[stepping] += 1
         if resetting.size:
             self._reset_envs(resetting)

@@ -15,8 +15,9 @@ It holds
 - a cache of decoded frames, so an rgb observation and a render of the same
   step share one decode.
 
-``step`` runs ONE memory pass for all stepped envs and ``decode`` ONE batched
-vision pass for the envs whose frame is not cached; nothing is decoded until
+``step`` runs the memory model over the stepped envs in chunks of
+``step_chunk`` and ``decode`` ONE batched vision pass for the envs whose frame
+is not cached; nothing is decoded until
 someone asks for a frame. All model work runs under ``torch.inference_mode()``.
 """
 
@@ -400,7 +401,7 @@ class DreamWorld:
 
     @torch.inference_mode()
     def step(self, actions: np.ndarray, indices: Indices = None) -> DreamStep:
-        """Advance envs ``indices`` (default: all) by one frame in ONE memory pass.
+        """Advance envs ``indices`` (default: all) by one frame (memory passes of ``step_chunk`` envs).
 
         ``actions``: validated 0/1 array ``(n, action_dim)``, one row per stepped env.
         """

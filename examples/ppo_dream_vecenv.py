@@ -3,7 +3,7 @@
 ``examples/ppo_in_dream.py`` gives PPO SB3's ``DummyVecEnv`` over N single
 dream envs (N model passes per step). Here PPO collects from
 ``elworld_gym.sb3.DreamVecEnv``: the same N dreams as ONE ``DreamVectorEnv``,
-stepped by one batched pass, with SB3's auto-reset conventions.
+stepped together (batched memory passes), with SB3's auto-reset conventions.
 
 Observations: the token grids (``obs_type="tokens"``, ``(24, 32)`` int64 ids
 for the bundled world). Nothing is decoded, so stepping stays cheap. A token is
@@ -103,7 +103,7 @@ class TokenGridExtractor(BaseFeaturesExtractor):
 def main(argv: list[str] | None = None) -> int:
     """Train PPO on the batched dream and print returns before and after."""
     args = parse_args(argv)
-    # N dreams, one batched pass per step; VecMonitor adds SB3's episode statistics.
+    # N dreams stepped together; VecMonitor adds SB3's episode statistics.
     envs = VecMonitor(
         DreamVecEnv(
             args.num_envs,

@@ -2,7 +2,7 @@
 
 - :mod:`.policy`: ``ControlConfig`` / ``ControlPolicy``, a linear (or tiny MLP)
   policy over pooled vision-codebook features of the token grid.
-- :mod:`.rollout`: many policies played in many dreams in one batched pass.
+- :mod:`.rollout`: many policies played in many dreams, batched.
 - :mod:`.train`: ``elworld train control``, CMA-ES in the dream only.
 - :mod:`.agent`: ``Agent.from_checkpoint(path, checkpoints=ROOT)``, which acts on real frames.
 - :mod:`.evaluate`: ``elworld eval control``, the real game next to baselines and the dream.

@@ -57,7 +57,7 @@ def register_train(models: argparse._SubParsersAction) -> None:
         help="train an agent inside the dream with CMA-ES (no real-game steps)",
         description="Train a control agent inside the dream only: CMA-ES searches the few hundred "
         "parameters of a linear policy over pooled vision-codebook features of the token grid, "
-        "playing population x rollouts dreams per generation in one batched memory pass per step, "
+        "playing population x rollouts dreams per generation in one batched dream step (cache-sized memory passes) per step, "
         "started from real frames of the world's start bank. Fitness: the dream return weighted by "
         "the world's chance that the episode is still running (its episode-end model, else the memory end head). Every --eval-every generations the "
         "CMA-ES mean plays the held-out start frames; OUT/control/best_model keeps the best held-out "

@@ -3,7 +3,7 @@
 Each generation CMA-ES proposes ``population`` parameter vectors; each plays
 ``rollouts`` dreams started from real frames of the world's start bank (the
 same frames for every candidate, so they are compared on equal terms), all
-``population x rollouts`` dreams in one batched memory pass per step. A
+``population x rollouts`` dreams in one batched dream step per step. A
 candidate's fitness is its mean *expected* dream return (``rollout``: rewards
 weighted by the chance the world has not ended the episode yet). The real
 game is never called.
