@@ -52,6 +52,29 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
+def add_small_model_arguments(parser: argparse.ArgumentParser, *, epochs: int) -> None:
+    """``--out``, ``--epochs``, ``--time-limit``, ``--seed`` and ``--device``: the run
+    options of the small single-process trainers (``elworld train idm`` / ``end``)."""
+    parser.add_argument(
+        "--out", type=Path, default=Path("checkpoints"),
+        help="checkpoint root (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--epochs", type=int, default=epochs, help="epochs to train (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--time-limit", type=float, default=None, metavar="MIN",
+        help="stop after the epoch in which MIN minutes of training have passed",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="seed for initialisation, data order and the split (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--device", default="auto", help="auto | cpu | cuda[:N] (default: %(default)s)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every stage's subcommands)."""
     parser = argparse.ArgumentParser(

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from elworld.cli import command_line
+from elworld.cli import add_small_model_arguments, command_line
 from elworld.data import build_token_cache, find_episodes, load_tokens, read_labels, split_episodes
 from elworld.keys import NUM_KEYS
 from elworld.model.common import LossOutput
@@ -350,17 +350,7 @@ def register_train(models: argparse._SubParsersAction) -> None:
         "--cache-dir", type=Path, default=None,
         help="token cache root (default: DATA/.elworld-cache; tokens go to CACHE/tokens)",
     )  # fmt: skip
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("checkpoints"),
-        help="checkpoint root (default: %(default)s)",
-    )
-    parser.add_argument("--epochs", type=int, default=40, help="epochs (default: %(default)s)")
-    parser.add_argument(
-        "--time-limit", type=float, default=None, metavar="MIN",
-        help="stop after the epoch in which MIN minutes of training have passed",
-    )  # fmt: skip
+    add_small_model_arguments(parser, epochs=40)
     parser.add_argument(
         "--max-episodes", type=int, default=None, metavar="N",
         help="use only the first N episodes of --data (sorted by name)",
@@ -377,10 +367,6 @@ def register_train(models: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--hidden", type=int, default=64, help="GRU state size (default: %(default)s)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
-    parser.add_argument(
-        "--device", default="auto", help="auto | cpu | cuda[:N] (default: %(default)s)"
     )
     parser.set_defaults(func=run_train_end)
 

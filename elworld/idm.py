@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from elworld.cli import command_line
+from elworld.cli import add_small_model_arguments, command_line
 from elworld.data import find_episodes, iter_frames, read_labels, read_sidecar, split_episodes
 from elworld.frames import FRAME_HEIGHT, FRAME_WIDTH, resize_frames
 from elworld.keys import KEY_INDEX, KEY_NAMES
@@ -494,19 +494,7 @@ def register_train(models: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--data", type=Path, required=True, help="folder of real training .npz episodes"
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("checkpoints"),
-        help="checkpoint root (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--epochs", type=int, default=30, help="epochs to train (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--time-limit", type=float, default=None, metavar="MIN",
-        help="stop after the epoch in which MIN minutes of training have passed",
-    )  # fmt: skip
+    add_small_model_arguments(parser, epochs=30)
     parser.add_argument(
         "--max-episodes", type=int, default=None, metavar="N",
         help="use only the first N episodes (sorted by name); ~50 are enough, ~200 are better",
@@ -523,15 +511,6 @@ def register_train(models: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--width", type=int, default=64, help="conv channels (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed for initialisation, data order and the split (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--device", default="auto", help="auto | cpu | cuda[:N] (default: %(default)s)"
     )
     parser.set_defaults(func=run_train_idm)
 
