@@ -433,8 +433,15 @@ class DreamWorld:
                         generator=self.generator,
                     )
                 )
-        sample = MemorySample(
-            *(torch.cat([getattr(p, f) for p in parts]) for f in ("tokens", "reward", "end_prob"))
+        sample = (
+            parts[0]
+            if len(parts) == 1
+            else MemorySample(
+                *(
+                    torch.cat([getattr(p, f) for p in parts])
+                    for f in ("tokens", "reward", "end_prob")
+                )
+            )
         )
         tokens = sample.tokens.long()  # (n, T)
         self.history[rows] = torch.cat([history[:, 1:], tokens[:, None]], dim=1)  # (n, K, T)

@@ -49,9 +49,8 @@ class Agent:
         self.vision = vision.eval()
         self.world = world
         self.device = policy.token_table.device
-        self._previous: torch.Tensor | None = None
         self._choice = torch.zeros(1, dtype=torch.long, device=self.device)
-        self._steps = 0
+        self.reset()
 
     @classmethod
     def from_checkpoint(
@@ -84,7 +83,7 @@ class Agent:
 
     def reset(self) -> None:
         """Forget the previous frame and decision (call at the start of every episode)."""
-        self._previous = None
+        self._previous: torch.Tensor | None = None
         self._steps = 0
 
     @torch.no_grad()
