@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         "--obs-type", default="tokens", choices=("tokens", "rgb"), help="observations"
     )
     parser.add_argument(
-        "--precision", default="bf16", choices=("bf16", "fp32"), help="memory-model precision"
+        "--precision",
+        default="auto",
+        choices=("auto", "bf16", "fp32"),
+        help="memory-model precision (auto: bf16 where native, else fp32)",
     )
     parser.add_argument("--device", default=None, help="torch device (default: CUDA, else CPU)")
     args = parser.parse_args(argv)

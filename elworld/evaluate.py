@@ -111,7 +111,7 @@ class EvalConfig:
     top_k: int | None = None
     sampling_steps: int = 1
     guidance: float = 1.0  # classifier-free guidance scale on the keys (1 = off)
-    precision: str = "bf16"  # the memory model's passes: bf16 autocast (as the dream env) or fp32
+    precision: str = "auto"  # the memory model's passes, as the dream env: auto, bf16 or fp32
     reward_threshold: float = 0.5
     seed: int = 0
     idm_horizon: int = 16  # dream steps per start that the IDM scores
@@ -671,8 +671,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default="bf16",
-        help="the memory model's passes: bf16 autocast, as the dream env runs them, or fp32 "
+        default="auto",
+        help="the memory model's passes: bf16 autocast, fp32, or auto, as the dream env runs "
+        "them: bf16 where the device runs it natively (AVX-512 BF16/AMX CPU, CUDA), else fp32 "
         "(default: %(default)s)",
     )
     parser.add_argument(

@@ -76,7 +76,7 @@ class DreamVectorEnv(VectorEnv):
         top_k: int | None = None,
         sampling_steps: int = 1,
         guidance: float | None = None,
-        precision: str = "bf16",
+        precision: str = "auto",
         compile: bool = False,
         end_model: str | Path | bool | None = None,
         step_chunk: int | None = None,

@@ -35,7 +35,7 @@ from gymnasium import spaces
 from elworld.checkpoint import recommended_guidance, recording_info
 from elworld.endmodel import EndModel, check_end_model_fits
 from elworld.frames import frames_to_tensor, resize_frames, tensor_to_frames
-from elworld.model.common import autocast, check_models_fit, check_precision
+from elworld.model.common import autocast, check_models_fit, check_precision, resolve_precision
 from elworld.model.memory import MemoryModel, MemorySample
 from elworld.model.vision import VisionModel
 from elworld_gym.loading import iter_start_frames, resolve_checkpoints, start_clip_flags
@@ -93,9 +93,11 @@ class DreamWorld:
         temperature, top_k, sampling_steps, guidance: passed to
             ``MemoryModel.sample`` (``temperature=0`` takes the argmax;
             ``guidance`` > 1 is classifier-free guidance on the keys).
-        precision: ``"bf16"`` runs the memory pass under bfloat16 autocast
-            (faster on CPUs with AVX-512 BF16 / AMX and on GPUs), ``"fp32"`` in
-            full precision.
+        precision: ``"auto"`` (default) takes bf16 where the device runs it
+            natively (a CPU with AVX-512 BF16 or AMX, a CUDA device with bf16)
+            and fp32 elsewhere (``model.common.choose_precision``; the choice is
+            logged once and kept in ``self.precision``); ``"bf16"`` runs the
+            memory pass under bfloat16 autocast, ``"fp32"`` in full precision.
         compile: ``torch.compile`` the memory model's forward pass (1.5x the
             batched steps/s on a 2-core CPU, after a one-off ~1.5 min compile:
             for agents' long runs, not for play).
@@ -115,7 +117,7 @@ class DreamWorld:
         top_k: int | None = None,
         sampling_steps: int = 1,
         guidance: float = 1.0,
-        precision: str = "bf16",
+        precision: str = "auto",
         names: tuple[str, str] = ("(not from a file)", "(not from a file)"),
         recordings: dict | None = None,
         start_first: np.ndarray | None = None,
@@ -150,7 +152,7 @@ class DreamWorld:
         self.top_k = top_k
         self.sampling_steps = sampling_steps
         self.guidance = float(guidance)
-        self.precision = precision
+        self.precision = resolve_precision(precision, self.device)  # "bf16" or "fp32"
         self.recordings = dict(recordings or {})  # where the world's training data came from
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(0)
@@ -180,7 +182,7 @@ class DreamWorld:
         top_k: int | None = None,
         sampling_steps: int = 1,
         guidance: float | None = None,
-        precision: str = "bf16",
+        precision: str = "auto",
         compile: bool = False,
         end_model: str | Path | bool | None = None,
         step_chunk: int | None = None,

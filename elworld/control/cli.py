@@ -45,8 +45,9 @@ def _add_world(parser: argparse.ArgumentParser) -> None:
         "recommended scale, else 1)",
     )  # fmt: skip
     group.add_argument(
-        "--precision", choices=PRECISIONS, default="bf16",
-        help="the memory model's passes: bf16 autocast or fp32 (default: %(default)s)",
+        "--precision", choices=PRECISIONS, default="auto",
+        help="the memory model's passes: bf16 autocast, fp32, or auto: bf16 where the device "
+        "runs it natively (AVX-512 BF16/AMX CPU, CUDA), else fp32 (default: %(default)s)",
     )  # fmt: skip
 
 

@@ -75,7 +75,7 @@ class ControlTrainConfig:
     temperature: float = 1.0
     sampling_steps: int = 1
     guidance: float | None = None  # None: the memory checkpoint's recommended scale
-    precision: str = "bf16"
+    precision: str = "auto"  # bf16 where native, else fp32 (model.common.choose_precision)
     device: str = "auto"
     seed: int = 0
     resume: bool = False

@@ -106,8 +106,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         choices=PRECISIONS,
         default=None,
         help="bf16: autocast matmuls to bfloat16 on CPU and CUDA (2-3x the float32 matmul "
-        "rate on CPUs with AVX-512 BF16/AMX); fp32: full precision (default: per model, "
-        "bf16 for memory, fp32 for vision)",
+        "rate on CPUs with AVX-512 BF16/AMX, ~100x slower where bf16 is emulated, as on "
+        "AVX2-only CPUs); fp32: full precision; auto: bf16 where the device runs it natively, "
+        "else fp32 (default: per model, auto for memory, fp32 for vision)",
     )
     group.add_argument(
         "--seed",
@@ -464,7 +465,7 @@ def run_train_memory(args: argparse.Namespace) -> int:
             "vision_fingerprint": fingerprint,
         }
         cfg = _train_config(
-            args, {"epochs": 20, "batch_size": 8, "lr": 3e-4, "precision": "bf16"}, info
+            args, {"epochs": 20, "batch_size": 8, "lr": 3e-4, "precision": "auto"}, info
         )
         summary = train(model, config, train_set, val_set, cfg, dist_info)
         if dist_info.is_main:

@@ -16,7 +16,7 @@ import math
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from elworld import checkpoint
-from elworld.model.common import autocast
+from elworld.model.common import autocast, resolve_precision
 from elworld.train.distributed import DistInfo, all_reduce_min, all_reduce_sum, barrier
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class TrainConfig:
     num_workers: int = 0
     keep_last: int | None = 3  # epoch checkpoints to keep (None: all)
     resume: bool = False
-    precision: str = "bf16"  # "bf16": autocast matmuls to bfloat16 (CPU and CUDA); "fp32": off
+    precision: str = "auto"  # "bf16": autocast matmuls (CPU, CUDA); "fp32": off; "auto": bf16 where native
     time_limit_min: float | None = None  # stop after the epoch in which this many minutes pass
     compile: bool = (
         False  # torch.compile the loss (fuses casts and elementwise ops; slow first steps)
@@ -153,6 +153,8 @@ def train(
     """
     kind = model.kind
     device = dist_info.device
+    # "auto" is resolved once, so the checkpoint records the precision that was used.
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, device))
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
