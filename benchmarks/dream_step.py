@@ -1,5 +1,12 @@
 """How fast does the dream step? One run prints every number issue 4 asks for.
 
+0. The machine's kind (CPU model, its bf16-relevant flags, what torch reports,
+   and the precision ``"auto"`` chooses) and, in the same run, the landed
+   design's default (bf16 autocast, the guided pair: two memory passes per
+   step) next to the new default (``precision="auto"``, the world's own
+   guidance: one pass for a distilled world) and fp32 with one pass:
+   single-env rgb steps/s and batched tokens env-steps/s at N = 1, 16, 64.
+   ``--compare-only`` stops after this table.
 1. Single-env step latency (p50 / p95) with rgb and with tokens observations,
    in float32 and with bf16 autocast (``precision``): before and after.
 2. Batched throughput (env steps/s) of ``DreamVectorEnv`` at N = 1, 8, 16, 32, 64,
@@ -35,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from elworld.model.common import choose_precision, cpu_bf16_support
 from elworld.model.memory import MemoryConfig
 from elworld_gym.dream_env import DreamEnv
 from elworld_gym.vector_env import DreamVectorEnv
@@ -49,7 +57,7 @@ class Args:
     checkpoints: str | None = None
     device: str | None = None
     batch_sizes: str = "1,8,16,32,64"
-    precision: str = "bf16"
+    precision: str = "auto"
     guidance: str = ""
     latency_steps: int = 100
     batch_steps: int = 20
@@ -58,6 +66,10 @@ class Args:
     matmul_size: int = 2048
     seed: int = 0
     threads: int = 0
+    landed_guidance: str = "2"
+    compare_sizes: str = "1,16,64"
+    compare_steps: int = 60
+    compare_only: bool = False
     quick: bool = False
 
 
@@ -65,7 +77,7 @@ HELP = {
     "checkpoints": "checkpoints root (default: $ELWORLD_CHECKPOINTS, else the bundled demo)",
     "device": "torch device (default: cuda when available, else cpu)",
     "batch_sizes": "comma-separated numbers of envs for the batched throughput",
-    "precision": "bf16 (autocast) or fp32 for the batched measurements",
+    "precision": "auto (bf16 where native, else fp32), bf16 or fp32 for the batched measurements",
     "guidance": "classifier-free guidance scale of the dream (default: the world's)",
     "latency_steps": "timed steps per single-env latency measurement",
     "batch_steps": "timed batched steps per N",
@@ -74,6 +86,10 @@ HELP = {
     "matmul_size": "side of the square matmul that measures the machine's peak",
     "seed": "reset seed",
     "threads": "torch CPU threads (0: torch's default)",
+    "landed_guidance": "guidance of the landed default in the comparison (its guided pair)",
+    "compare_sizes": "comma-separated numbers of envs for the landed-vs-new comparison",
+    "compare_steps": "timed steps per figure of the landed-vs-new comparison",
+    "compare_only": "print the machine and the landed-vs-new comparison, then stop",
     "quick": "tiny numbers everywhere (a smoke run, not a measurement)",
 }
 
@@ -90,7 +106,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
             parser.add_argument(flag, type=kind, default=field.default, help=HELP[field.name])
     args = Args(**vars(parser.parse_args(argv)))
     if args.quick:
-        args.batch_sizes = "1,4,16"
+        args.batch_sizes = args.compare_sizes = "1,4,16"
+        args.compare_steps = 5
         args.latency_steps, args.batch_steps, args.baseline_frames = 10, 5, 1
         args.rollout_steps, args.matmul_size = 300, 512
     return args
@@ -158,6 +175,81 @@ def memory_pass_flops(env: DreamEnv | DreamVectorEnv, num_envs: int) -> int:
     with counter:
         world.step(actions)
     return int(counter.get_total_flops())
+
+
+# ------------------------------------------------- the machine, landed vs new
+def cpu_kind() -> list[str]:
+    """Lines naming this CPU: model, the flags bf16 speed depends on, and torch's view."""
+    model, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    shown = " ".join(f"{flag}{'+' if flag in flags else '-'}" for flag in wanted)
+    native, reason = cpu_bf16_support()
+    choice = choose_precision("auto", "cpu")
+    return [
+        f"CPU: {model}, {torch.get_num_threads()} torch threads; flags {shown}",
+        f"torch.backends.cpu.get_cpu_capability(): {torch.backends.cpu.get_cpu_capability()}; "
+        f"native bf16: {native}",
+        f'precision="auto" chooses {choice.precision} on the CPU ({reason})',
+    ]
+
+
+def env_rate(args: Args, num_envs: int, obs_type: str, kwargs: dict) -> float:
+    """Env steps/s of ``num_envs`` dreams (one ``DreamEnv`` when 1, rgb or tokens)."""
+    if num_envs == 1:
+        env = DreamEnv(args.checkpoints, obs_type=obs_type, device=args.device, **kwargs)
+    else:
+        env = DreamVectorEnv(
+            num_envs, args.checkpoints, obs_type=obs_type, device=args.device, **kwargs
+        )
+    env.reset(seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    shape = (num_envs, 22) if num_envs > 1 else (22,)
+    actions = (rng.random((args.compare_steps + 2, *shape)) < 0.1).astype(np.uint8)
+    for action in actions[:2]:  # warm-up
+        env.step(action)
+    start = time.perf_counter()
+    for action in actions[2:]:
+        _, _, terminated, truncated, _ = env.step(action)
+        if num_envs == 1 and (terminated or truncated):
+            env.reset()
+    elapsed = time.perf_counter() - start
+    env.close()
+    return num_envs * args.compare_steps / elapsed
+
+
+def landed_vs_new(args: Args) -> None:
+    """Print the landed default next to the new one (and fp32 with one pass), same run."""
+    designs = {
+        "landed: bf16, guided pair": {"precision": "bf16", "guidance": float(args.landed_guidance)},
+        "new default: auto, world's guidance": {"precision": "auto", "guidance": None},
+        "fp32, one pass": {"precision": "fp32", "guidance": 1.0},
+    }
+    sizes = [int(n) for n in args.compare_sizes.split(",")]
+    print("\n== landed default vs new default (env steps/s; one run, same machine)")
+    print(f"{'design':<38} {'rgb N=1':>9}" + "".join(f" {'tok N=' + str(n):>9}" for n in sizes))
+    rows = {}
+    for name, kwargs in designs.items():
+        probe = DreamEnv(args.checkpoints, obs_type="tokens", device=args.device, **kwargs)
+        world = probe.world
+        label = f"{name} ({world.precision}, g {world.guidance:g})"
+        probe.close()
+        rates = [env_rate(args, 1, "rgb", kwargs)]
+        rates += [env_rate(args, n, "tokens", kwargs) for n in sizes]
+        rows[name] = rates
+        print(f"{label:<38} {rates[0]:>9.1f}" + "".join(f" {r:>9.1f}" for r in rates[1:]))
+    landed, new = rows["landed: bf16, guided pair"], rows["new default: auto, world's guidance"]
+    print(f"{'new / landed':<38} {new[0] / landed[0]:>8.2f}x" + "".join(
+        f" {n / o:>8.2f}x" for n, o in zip(new[1:], landed[1:])
+    ))  # fmt: skip
 
 
 # --------------------------------------------------------- IRIS-style baseline
@@ -260,13 +352,17 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(n) for n in args.batch_sizes.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
+    print("\n".join(cpu_kind()))
+    landed_vs_new(args)
+    if args.compare_only:
+        return 0
 
     latency = {
         (precision, obs_type): step_latency(args, obs_type, precision)
-        for precision in ("fp32", "bf16")
+        for precision in ("fp32", "bf16", "auto")
         for obs_type in ("rgb", "tokens")
     }
-    env = latency[("bf16", "tokens")][2]
+    env = latency[("auto", "tokens")][2]
     world = env.world
     device = world.device
     config = world.memory.config
@@ -284,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     peak, peak_dtype = best_matmul_peak(args.matmul_size, device)
     print(f"\n== best matmul peak ({args.matmul_size}^2, {peak_dtype}): {peak / 1e9:,.1f} GFLOP/s")
     print(f"\n== batched throughput (env steps/s, {args.precision}) and memory-model efficiency")
-    print(f"   (tokens: default step_chunk {world.step_chunk} envs per memory pass; one pass: all N)")
+    print(
+        f"   (tokens: default step_chunk {world.step_chunk} envs per memory pass; one pass: all N)"
+    )
     print(
         f"{'N':>4} {'tokens':>10} {'one pass':>10} {'gain':>6} {'rgb':>10} {'GFLOP/step':>11} "
         f"{'GFLOP/s':>9} {'of peak':>8}"

@@ -554,3 +554,66 @@ def test_old_checkpoint_without_new_fields_loads(tmp_path) -> None:
     (folder / "config.json").write_text(json.dumps(config))
     loaded = MemoryModel.from_checkpoint(folder)
     assert loaded.config == model.config
+
+
+# ------------------------------------------------------------------ guidance distillation
+
+
+def _guided_kl(student: MemoryModel, teacher: MemoryModel, batch: dict, guidance: float) -> float:
+    """Mean KL from the teacher's guided next-frame distribution to the student's plain one."""
+    tokens, actions = batch["context"][:, -1], batch["action"]
+    with torch.no_grad():
+        cond = teacher(tokens, actions).logits.float()
+        uncond = teacher(tokens, actions, drop_action=torch.ones(len(tokens), dtype=torch.bool))
+        guided = uncond.logits.float() + guidance * (cond - uncond.logits.float())
+        single = student(tokens, actions).logits.float()
+    target = torch.log_softmax(guided, dim=-1)
+    return float((target.exp() * (target - torch.log_softmax(single, dim=-1))).sum(-1).mean())
+
+
+def test_teacher_logits_are_the_guided_pair_and_unconditional_on_dropped_rows() -> None:
+    teacher = tiny_model(seed=5, **CONTROL)
+    student = tiny_model(seed=6, **CONTROL)
+    student.distill_guidance(teacher, 2.5)
+    tokens, actions = random_inputs(4, seed=3)
+    masked = torch.full_like(tokens, student.mask_id)
+    dropped = torch.tensor([False, True, False, True])
+    rate = torch.tensor([0.0, 0.1, 0.05, 0.0])
+    got = student._teacher_logits(tokens, actions, None, masked, dropped, rate)
+    with torch.no_grad():
+        cond = teacher(tokens, actions, None, masked, noise_rate=rate).logits
+        off = torch.ones(4, dtype=torch.bool)
+        uncond = teacher(tokens, actions, None, masked, drop_action=off, noise_rate=rate).logits
+    guided = uncond + 2.5 * (cond - uncond)
+    torch.testing.assert_close(got[~dropped], guided[~dropped])
+    torch.testing.assert_close(got[dropped], uncond[dropped])
+    assert not torch.allclose(guided, cond)  # the scale does change the distribution
+
+
+def test_distillation_makes_one_pass_give_the_guided_distribution() -> None:
+    torch.manual_seed(0)
+    teacher = train(MemoryModel(tiny_config(**CONTROL)), shift_toy, steps=120, seed=1)
+    student = MemoryModel(tiny_config(**CONTROL))
+    student.load_state_dict(teacher.state_dict())
+    student.distill_guidance(teacher, 3.0)
+    probe = shift_toy(128, torch.Generator().manual_seed(95))
+    before = _guided_kl(student, teacher, probe, 3.0)
+    train(student, shift_toy, steps=150, seed=2)
+    after = _guided_kl(student, teacher, probe, 3.0)
+    assert before > 0.05  # the guided pair differs from the plain pass to begin with
+    assert after < 0.5 * before
+    assert set(student.state_dict()) == set(teacher.state_dict())  # the teacher is not saved
+    metrics = student.train().compute_loss(probe).metrics
+    assert "token_kl" in metrics and "token_ce" not in metrics
+    student.distill_guidance(None)
+    assert "token_ce" in student.compute_loss(probe).metrics
+
+
+def test_distillation_refuses_a_teacher_it_cannot_follow() -> None:
+    student = tiny_model(**CONTROL)
+    with pytest.raises(ValueError, match="action_dropout"):
+        student.distill_guidance(tiny_model(), 2.0)
+    with pytest.raises(ValueError, match="config"):
+        student.distill_guidance(tiny_model(**{**CONTROL, "n_layer": 1}), 2.0)
+    with pytest.raises(ValueError, match="guidance"):
+        student.distill_guidance(tiny_model(**CONTROL), float("nan"))

@@ -445,6 +445,9 @@ class MemoryModel(nn.Module):
                 (torch.arange(context_offsets) * V).view(1, -1, 1),  # (1, K-1, 1)
                 persistent=False,
             )
+        # Guidance distillation (``distill_guidance``): a frozen teacher and its scale. Kept in a
+        # tuple so the teacher is neither a submodule nor part of this model's state dict.
+        self._distill: tuple[MemoryModel, float] | None = None
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -588,6 +591,59 @@ class MemoryModel(nn.Module):
         end_logit = self.end_head(summary).squeeze(-1) if self.end_head is not None else None
         return MemoryOutput(logits=logits, reward=reward, end_logit=end_logit)
 
+    # ---------------------------------------------------------- distillation
+    def distill_guidance(self, teacher: MemoryModel | None, guidance: float = 2.0) -> None:
+        """Train this model so one conditional pass gives ``teacher``'s guided distribution.
+
+        From then on ``compute_loss`` replaces the token cross-entropy by the KL
+        divergence from the teacher's classifier-free guided distribution at
+        ``guidance`` (``uncond + guidance * (cond - uncond)``) to this model's
+        conditional one, on the same masked inputs; rows trained without their
+        action (``action_dropout``) match the teacher's unconditional
+        distribution, so the pair stays usable for guidance on top. The reward
+        and end heads keep their losses. ``teacher=None`` turns it off. The
+        teacher (usually the same checkpoint) is frozen and never saved.
+        """
+        if teacher is None:
+            self._distill = None
+            return
+        if teacher.null_action is None:
+            raise ValueError("guidance distillation needs a teacher trained with action_dropout > 0")
+        if teacher.config != self.config:
+            raise ValueError("the distillation teacher must have this model's config")
+        if not math.isfinite(guidance) or guidance <= 1.0:
+            raise ValueError(f"distillation guidance must be a finite number > 1, got {guidance}")
+        teacher.eval().requires_grad_(False)
+        self._distill = (teacher, float(guidance))
+
+    @torch.no_grad()
+    def _teacher_logits(
+        self,
+        tokens: torch.Tensor,
+        actions: torch.Tensor,
+        context: torch.Tensor | None,
+        next_tokens: torch.Tensor,
+        drop_action: torch.Tensor | None,
+        noise_rate: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The teacher's float logits ``(B, T, V)``: guided, or unconditional on dropped rows."""
+        assert self._distill is not None
+        teacher, guidance = self._distill
+        B = tokens.shape[0]
+        both = teacher(  # B conditional rows, then the same B rows without their action
+            tokens.repeat(2, 1),
+            actions.repeat(2, 1),
+            context.repeat(2, 1, 1) if context is not None else None,
+            next_tokens.repeat(2, 1),
+            drop_action=torch.arange(2 * B, device=tokens.device) >= B,
+            noise_rate=noise_rate.repeat(2) if noise_rate is not None else None,
+        )
+        cond, uncond = both.logits.float().split(B)  # 2 x (B, T, V)
+        guided = uncond + guidance * (cond - uncond)
+        if drop_action is None:
+            return guided
+        return torch.where(drop_action.view(B, 1, 1), uncond, guided)
+
     # -------------------------------------------------------------------- loss
     def _mask_counts(self, rows: int, device: torch.device) -> torch.Tensor:
         """How many target cells to mask in each training row (``[rows]``, in [1, T])."""
@@ -653,15 +709,20 @@ class MemoryModel(nn.Module):
             noise_rate=noise_rate,
         )
         scored = masked & has_target.unsqueeze(1)  # (B, T)
-        if bool(scored.any()):
+        if self._distill is not None:  # match the guided teacher instead of the data
+            teacher = self._teacher_logits(
+                tokens, batch["action"], context if cfg.context_frames > 1 else None,
+                next_tokens, drop_action, noise_rate,
+            )  # fmt: skip
+            loss, metrics = self._distill_loss(out.logits, teacher, scored)
+        elif bool(scored.any()):
             logits = out.logits[scored]  # (N, V)
             token_ce = F.cross_entropy(logits, target[scored])
             token_acc = (logits.argmax(dim=-1) == target[scored]).float().mean().item()
+            loss, metrics = token_ce, {"token_ce": token_ce.item(), "token_acc": token_acc}
         else:
             token_ce = out.logits.sum() * 0.0
-            token_acc = 0.0
-        loss = token_ce
-        metrics = {"token_ce": token_ce.item(), "token_acc": token_acc}
+            loss, metrics = token_ce, {"token_ce": 0.0, "token_acc": 0.0}
 
         if out.reward is not None and "has_reward" in batch:
             rows = batch["has_reward"].to(device=tokens.device, dtype=torch.bool)
@@ -682,6 +743,19 @@ class MemoryModel(nn.Module):
                 metrics["end_bce"] = end_bce.item()
         metrics["loss"] = loss.item()
         return LossOutput(loss=loss, metrics=metrics)
+
+    @staticmethod
+    def _distill_loss(
+        logits: torch.Tensor, teacher: torch.Tensor, scored: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean KL(teacher || student) over the ``scored`` cells, and argmax agreement."""
+        if not bool(scored.any()):
+            return logits.sum() * 0.0, {"token_kl": 0.0, "teacher_agree": 0.0}
+        student = F.log_softmax(logits[scored].float(), dim=-1)  # (N, V)
+        target = F.log_softmax(teacher[scored], dim=-1)  # (N, V)
+        kl = F.kl_div(student, target, log_target=True, reduction="batchmean")
+        agree = (student.argmax(dim=-1) == target.argmax(dim=-1)).float().mean().item()
+        return kl, {"token_kl": kl.item(), "teacher_agree": agree}
 
     # ---------------------------------------------------------------- sampling
     def _logits(

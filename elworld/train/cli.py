@@ -257,6 +257,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="no per-cell bonus for keeping the current token",
     )
+    group = memory.add_argument_group(
+        "guidance distillation",
+        "fine-tune a guided memory model so that one conditional pass per dream step gives what "
+        "its classifier-free guided pair gave (half the work per step)",
+    )
+    group.add_argument(
+        "--distill-from",
+        type=Path,
+        default=None,
+        help="memory checkpoint folder to start from and to match (its architecture replaces the "
+        "architecture flags); the token loss becomes the KL divergence from its guided "
+        "distribution (docs/ARCHITECTURE.md, 'Guidance distillation')",
+    )
+    group.add_argument(
+        "--distill-guidance",
+        type=float,
+        default=None,
+        help="the guidance scale to distil (default: the --distill-from checkpoint's "
+        "recommended scale)",
+    )
     memory.set_defaults(func=run_train_memory)
     from elworld.idm import register_train as register_idm  # elworld train idm
 
@@ -404,6 +424,33 @@ def run_train_vision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_distillation(
+    args: argparse.Namespace, model: torch.nn.Module, device: torch.device
+) -> dict[str, Any]:
+    """Load ``--distill-from`` as the frozen teacher (and, fresh, as the student's weights).
+
+    Returns what the checkpoint's ``training_info.json`` records: the world now
+    recommends guidance 1 (the single pass), and where that came from.
+    """
+    from elworld.model.memory import MemoryModel
+
+    teacher = MemoryModel.from_checkpoint(args.distill_from, device=device)
+    guidance = args.distill_guidance
+    if guidance is None:
+        guidance = checkpoint.recommended_guidance(args.distill_from)
+    if not args.resume:
+        model.load_state_dict(teacher.state_dict(), strict=True)
+    model.distill_guidance(teacher, guidance)
+    logger.info("distilling guidance %.2f of %s into one conditional pass", guidance,
+                args.distill_from)  # fmt: skip
+    return {
+        "sampling": {
+            "guidance": 1.0,
+            "distilled": {"teacher": str(args.distill_from), "guidance": guidance},
+        }
+    }
+
+
 def run_train_memory(args: argparse.Namespace) -> int:
     """``elworld train memory``."""
     from elworld.model.memory import MemoryConfig, MemoryModel
@@ -413,7 +460,11 @@ def run_train_memory(args: argparse.Namespace) -> int:
     try:
         vision = VisionModel.from_checkpoint(args.vision, device=dist_info.device)
         vision_config = vision.config
-        config = _config_for(
+        if args.distill_from is not None and not args.resume:  # the student starts as the teacher
+            config = checkpoint.load_config(args.distill_from, MemoryConfig)
+        else:
+            config = None
+        config = config or _config_for(
             "memory",
             args,
             MemoryConfig,
@@ -464,6 +515,8 @@ def run_train_memory(args: argparse.Namespace) -> int:
             "vision_checkpoint": str(args.vision),
             "vision_fingerprint": fingerprint,
         }
+        if args.distill_from is not None:
+            info.update(_start_distillation(args, model, dist_info.device))
         cfg = _train_config(
             args, {"epochs": 20, "batch_size": 8, "lr": 3e-4, "precision": "auto"}, info
         )
