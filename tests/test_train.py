@@ -139,6 +139,30 @@ def test_train_memory_on_vision_tokens(data_dir: Path, tmp_path: Path) -> None:
     assert {"val_token_acc", "val_end_bce", "val_reward_mse"} <= set(info["metrics"])
 
 
+def test_distill_from_starts_as_the_teacher_and_recommends_one_pass(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "ckpt"
+    vision = _train_tiny_vision(data_dir, out)
+    common = ["train", "memory", "--data", str(data_dir), "--vision", str(vision), *TINY_RUN]
+    guided = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--action-dropout", "0.2"]
+    assert main([*common, "--out", str(out), "--epochs", "1", *guided]) == 0
+    teacher = checkpoint.best_model_dir(out, "memory")
+    student_out = tmp_path / "distilled"
+    assert main([*common, "--out", str(student_out), "--epochs", "1", "--lr", "0",
+                 "--distill-from", str(teacher), "--distill-guidance", "3"]) == 0  # fmt: skip
+    student = checkpoint.best_model_dir(student_out, "memory")
+    # lr 0: the student is still the teacher, so starting from its weights is checked exactly
+    assert checkpoint.load_state_dict(student).keys() == checkpoint.load_state_dict(teacher).keys()
+    for name, value in checkpoint.load_state_dict(teacher).items():
+        assert np.array_equal(value.numpy(), checkpoint.load_state_dict(student)[name].numpy())
+    info = _info(student)
+    assert info["sampling"]["guidance"] == 1.0
+    assert info["sampling"]["distilled"] == {"teacher": str(teacher), "guidance": 3.0}
+    assert "val_token_kl" in info["metrics"] and "val_token_ce" not in info["metrics"]
+    assert checkpoint.recommended_guidance(student) == 1.0
+
+
 def test_memory_with_misfit_vision_is_a_clear_error(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
