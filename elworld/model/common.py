@@ -129,9 +129,10 @@ def _log_choice(device_type: str, requested: str, precision: str, reason: str) -
 
 
 def resolve_precision(requested: str, device: torch.device | str) -> str:
-    """``choose_precision(requested, device).precision``, logged once per distinct choice."""
+    """``choose_precision(requested, device).precision``; each distinct "auto" choice is logged once."""
     choice = choose_precision(requested, device)
-    _log_choice(torch.device(device).type, requested, choice.precision, choice.reason)
+    if requested == "auto":
+        _log_choice(torch.device(device).type, requested, choice.precision, choice.reason)
     return choice.precision
 
 
