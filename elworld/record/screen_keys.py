@@ -4,7 +4,9 @@
   original layout (``elworld.keys``: arrows, z, x, 1, 3, q ... f, enter, ctrl,
   esc, f8). ``KeyMap.from_json(path)`` remaps some of them: a JSON object
   ``{"z": "j", "up": ["w", "up"], "esc": []}`` (each value one key or a list;
-  ``[]`` never records that key; keys not named keep their default).
+  ``[]`` never records that key; keys not named keep their default, unless
+  the file gives that physical key to another one: ``{"up": "w"}`` leaves
+  the ``w`` skill key without a key, with a warning).
 - ``Keyboard``: a global ``pynput`` listener that tracks the mapped keys and
   the control keys (stop, pause, split). ``sample()`` returns the keys held
   at any moment since the previous sample, so a tap shorter than a frame is
@@ -20,6 +22,7 @@ Letters match whatever modifiers are held (``Z`` is ``z``).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -32,6 +35,8 @@ import numpy as np
 
 from elworld.keys import KEY_NAMES, NUM_KEYS
 from elworld.record.screen_capture import EXTRA_HINT, ScreenError, check_display
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PHYSICAL: dict[str, tuple[str, ...]] = {
     **{name: (name,) for name in KEY_NAMES},
@@ -54,14 +59,26 @@ class KeyMap:
     """Which physical keys stand for each of the 22 ElWorld keys (see the module docstring)."""
 
     def __init__(self, physical: Mapping[str, Sequence[str]] | None = None) -> None:
-        table = dict(DEFAULT_PHYSICAL)
+        explicit: dict[str, tuple[str, ...]] = {}
         for name, keys in (physical or {}).items():
             if name not in KEY_NAMES:
                 raise ValueError(
                     f"key map: {name!r} is not an ElWorld key; expected one of {', '.join(KEY_NAMES)}"
                 )
             keys = [keys] if isinstance(keys, str) else list(keys)
-            table[name] = tuple(_check_physical(k, f"key map entry {name!r}") for k in keys)
+            explicit[name] = tuple(_check_physical(k, f"key map entry {name!r}") for k in keys)
+        taken = {key for keys in explicit.values() for key in keys}
+        table = {}
+        for name in KEY_NAMES:  # a physical key named in the file leaves its default owner
+            if name in explicit:
+                table[name] = explicit[name]
+                continue
+            table[name] = tuple(key for key in DEFAULT_PHYSICAL[name] if key not in taken)
+            if DEFAULT_PHYSICAL[name] and not table[name]:
+                logger.warning(
+                    "key map: %r now has no physical key (%s went to another key); "
+                    "map it too if the game uses it", name, "/".join(DEFAULT_PHYSICAL[name]),
+                )  # fmt: skip
         self.physical: dict[str, tuple[str, ...]] = {name: table[name] for name in KEY_NAMES}
         self.index: dict[str, int] = {}
         for i, name in enumerate(KEY_NAMES):
