@@ -115,7 +115,8 @@ def _remove_stale(out: Path, prefix: str) -> None:
             stale.unlink()
 
 
-def _resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+def resize_frame(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """``frame`` (H, W, 3) uint8 at ``size = (h, w)`` (Pillow bilinear; ``None``: as is)."""
     if size is None or frame.shape[:2] == size:
         return frame
     from PIL import Image  # antialiased when downscaling, and much cheaper per frame than torch
@@ -377,7 +378,7 @@ class _Recorder:
 
     def _grab(self, now: float, due: float) -> None:
         """Grab one frame into the episode in flight (starting one if needed)."""
-        frame = _resize(self.grabber.grab(self.target), self.size)  # (H, W, 3)
+        frame = resize_frame(self.grabber.grab(self.target), self.size)  # (H, W, 3)
         shape = (int(frame.shape[0]), int(frame.shape[1]))
         if self.episode is None:
             self.episode = self._start_episode(now, shape)

@@ -234,4 +234,29 @@ class Keyboard:
         """Stop listening."""
         if self._listener is not None:
             self._listener.stop()
+            _end_x11_record(self._listener)
+            self._listener.join(timeout=2)
             self._listener = None
+
+
+def _end_x11_record(listener: Any) -> None:
+    """Make pynput's X11 listener thread return now, not at the next key event.
+
+    pynput 1.8 disables its RECORD context on the connection its own thread is
+    blocked reading, so the thread lingers (and prints errors when the X
+    server goes away); disabling it from a fresh connection ends it at once.
+    """
+    context = getattr(listener, "_context", None)
+    if context is None or sys.platform in ("win32", "darwin"):
+        return
+    try:
+        from Xlib import display
+
+        connection = display.Display()
+        try:
+            connection.record_disable_context(context)
+            connection.flush()
+        finally:
+            connection.close()
+    except Exception as error:  # the thread then ends at the next event; nothing lost
+        logger.debug("could not end the X11 key listener early: %s", error)
