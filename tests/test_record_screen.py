@@ -448,3 +448,25 @@ def test_streamed_episode_matches_the_frames(tmp_path: Path) -> None:
     assert json.loads(path.with_suffix(".json").read_text())["frames"] == 5
     with pytest.raises(ValueError, match="need"):
         write_streamed_episode(tmp_path / "f.npz", raw, (6, 8), act)
+
+
+def test_a_slow_episode_build_drops_no_frame_of_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import elworld.record.screen as screen_module
+
+    write = screen_module.write_streamed_episode
+
+    def slow_write(*args, **kwargs):
+        time.sleep(5 / FPS)  # a big episode's .npz takes a while to build
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(screen_module, "write_streamed_episode", slow_write)
+    keyboard = ScriptedKeyboard({7: [("press", "f10")]})
+    target = CaptureTarget(0, 0, 4, 4, kind="region")
+    paths = record_screen(target, tmp_path, fps=FPS, keyboard=keyboard,
+                          grabber=ScriptedScreen(keyboard, {}), episode_seconds=4 / FPS,
+                          progress=False)  # fmt: skip
+    sidecars = [json.loads(p.with_suffix(".json").read_text()) for p in paths]
+    assert [s["frames"] for s in sidecars] == [4, 3]
+    assert [s["dropped_frames"] for s in sidecars] == [0, 0], "the build gap was counted as drops"

@@ -244,7 +244,8 @@ class _Recorder:
         self.next_index = next_episode_index(out, prefix)
         self.paths: list[Path] = []
         self.episode: _Episode | None = None
-        self.bar = tqdm(unit="frame", disable=not progress, dynamic_ncols=True)
+        self.progress = progress
+        self.bar: Any = None
 
     def _start_episode(self, now: float, shape: tuple[int, int]) -> _Episode:
         index = self.next_index
@@ -316,9 +317,10 @@ class _Recorder:
         stop: dict[str, str | None] = {"reason": None}
         poll_ticks = max(1, round(_WINDOW_POLL_SECONDS * self.fps))
         paused = False
-        start = time.perf_counter()
+        start = session_start = time.perf_counter()
         tick = 0
         with _stop_on_signals(stop), logging_redirect_tqdm():
+            self.bar = tqdm(unit="frame", disable=not self.progress, dynamic_ncols=True)
             try:
                 while True:
                     due = start + tick * self.period
@@ -334,11 +336,16 @@ class _Recorder:
                             self.episode.dropped += missed
                             self.episode.ticks += missed
                     held = self.keyboard.sample()  # the keys of the interval that ends now
+                    saved = len(self.paths)
                     ended = stop["reason"]
                     commands = self.keyboard.take_commands()
                     if ended is None and "stop" in commands:
                         ended = "stopped"
-                    if ended is None and self.duration is not None and now - start >= self.duration:
+                    if (
+                        ended is None
+                        and self.duration is not None
+                        and now - session_start >= self.duration
+                    ):
                         ended = "duration"
                     if ended is None and tick % poll_ticks == 0:
                         ended = self._poll_window()
@@ -359,6 +366,12 @@ class _Recorder:
                         self._finish(held, "split", now)
                     elif episode is not None:
                         episode.actions.append(held)
+                    if len(self.paths) != saved and not paused:
+                        # Building the .npz took a while: the next episode starts now, on a
+                        # fresh schedule, and keys tapped meanwhile belong to no frame.
+                        now = due = time.perf_counter()
+                        start = now - tick * self.period
+                        self.keyboard.forget_taps()
                     tick += 1
                     if paused:
                         self._status(paused)

@@ -185,6 +185,11 @@ class Keyboard:
                     action[index] = 1
         return action
 
+    def forget_taps(self) -> None:
+        """Drop the presses since the last sample (the keys held now still count)."""
+        with self._lock:
+            self._pressed[:] = 0
+
     def take_commands(self) -> list[str]:
         """The control commands (``stop``/``pause``/``split``) pressed since the last call."""
         with self._lock:
