@@ -252,7 +252,7 @@ def _register_screen(record_sources: argparse._SubParsersAction) -> None:
         description=textwrap.fill(
             "Record a person playing any PC game: grab a window (by title or id) or a screen "
             "region FPS times a second together with the 22 ElWorld keys held, one episode "
-            "file per episode. F10 stops (saving the episode in flight), F9 pauses and resumes "
+            "file per episode. F10 stops (saving the episode in flight), F6 pauses and resumes "
             "(ending the episode), F11 starts a new episode; Ctrl+C and SIGTERM save the "
             "episode in flight too. Frames stream to disk, so sessions of any length fit in RAM."
         ),
@@ -283,7 +283,9 @@ def _register_screen(record_sources: argparse._SubParsersAction) -> None:
     screen.add_argument("--keymap", type=Path, metavar="FILE.json",
                         help="remap ElWorld keys to other physical keys (see below)")  # fmt: skip
     screen.add_argument("--stop-key", default="f10", help="stop and save (default: f10)")
-    screen.add_argument("--pause-key", default="f9", help="pause / resume (default: f9)")
+    screen.add_argument(
+        "--pause-key", default="f6", help="pause / resume, as in elworld play (default: f6)"
+    )
     screen.add_argument("--split-key", default="f11", help="start a new episode (default: f11)")
     screen.add_argument("--no-progress", action="store_true",
                         help="no live status line (fps, dropped and late frames)")  # fmt: skip

@@ -176,7 +176,7 @@ def record_screen(
     prefix: str = "screen",
     keymap: KeyMap | None = None,
     stop_key: str = "f10",
-    pause_key: str = "f9",
+    pause_key: str = "f6",
     split_key: str = "f11",
     progress: bool = True,
     keyboard: Keyboard | None = None,
@@ -200,11 +200,11 @@ def record_screen(
     if size is not None and (len(size) != 2 or min(size) < 1):
         raise ValueError(f"size must be (H, W) with H, W >= 1, got {size}")
     keymap = keymap or KeyMap()
+    own_keyboard = keyboard is None
+    if keyboard is None:  # checks the control keys before anything is created
+        keyboard = Keyboard(keymap, {"stop": stop_key, "pause": pause_key, "split": split_key})
     out = prepare_output_dir(out_dir)
     _remove_stale(out, prefix)
-    own_keyboard = keyboard is None
-    if keyboard is None:
-        keyboard = Keyboard(keymap, {"stop": stop_key, "pause": pause_key, "split": split_key})
     grabber = grabber or Grabber()
     meta = {
         "source": "screen", "policy": "human", "capture": target.describe(), "fps": fps,
