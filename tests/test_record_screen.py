@@ -470,3 +470,15 @@ def test_a_slow_episode_build_drops_no_frame_of_the_next(
     sidecars = [json.loads(p.with_suffix(".json").read_text()) for p in paths]
     assert [s["frames"] for s in sidecars] == [4, 3]
     assert [s["dropped_frames"] for s in sidecars] == [0, 0], "the build gap was counted as drops"
+
+
+def test_screen_recordings_give_the_world_its_rate(tmp_path: Path) -> None:
+    from elworld.data import recording_provenance
+
+    keyboard = ScriptedKeyboard({3: [("press", "f10")]})
+    target = CaptureTarget(0, 0, 4, 4, kind="region")
+    paths = record_screen(target, tmp_path, fps=25, keyboard=keyboard,
+                          grabber=ScriptedScreen(keyboard, {}), progress=False)  # fmt: skip
+    info = recording_provenance(paths)
+    assert info["source"] == "screen" and info["steps_per_second"] == 25.0
+    assert info["keys"]["ctrl"] == ["ctrl", "ctrl_l", "ctrl_r"]

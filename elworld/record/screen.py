@@ -29,7 +29,7 @@ over, so ``done`` stays 0; the end is in the sidecar's ``ended``.
 
 Memory stays flat: frames stream to ``.tmp-PREFIX_NNNN.frames.raw`` beside the
 episode and the ``.npz`` is built from it when the episode ends (atomically,
-``write_streamed_episode``); capture pauses while it is built (about 1 s per
+``write_streamed_episode``); capture pauses while it is built (a few seconds per
 GB on a local disk), between two episodes. A crash or ``kill -9`` loses only
 the episode in flight; its temporary file is removed by the next session.
 """
