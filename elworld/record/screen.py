@@ -93,6 +93,7 @@ class _Episode:
     actions: list[np.ndarray] = field(default_factory=list)
     lags: list[float] = field(default_factory=list)  # seconds each grab came after its tick
     grabbed: list[float] = field(default_factory=list)  # perf_counter of each grab
+    capture: dict[str, Any] = field(default_factory=dict)  # the target when it started
     dropped: int = 0
     late: int = 0
     ticks: int = 0
@@ -258,7 +259,9 @@ class _Recorder:
         except OSError as error:
             raise RecordError(f"cannot write {raw_path}: {error.strerror}") from error
         self.next_index += 1
-        return _Episode(index, path, raw_path, raw, shape, now)
+        capture = {"capture": self.target.describe(),
+                   "capture_size": [self.target.height, self.target.width]}  # fmt: skip
+        return _Episode(index, path, raw_path, raw, shape, now, capture=capture)
 
     def _finish(self, last_action: np.ndarray, ended: str, now: float) -> None:
         """Close the episode in flight (its last frame's keys: ``last_action``) and save it."""
@@ -271,7 +274,7 @@ class _Recorder:
             return
         episode.actions.append(last_action)
         n = episode.frames
-        meta = {**self.meta, "size": list(episode.shape), "ended": ended,
+        meta = {**self.meta, **episode.capture, "size": list(episode.shape), "ended": ended,
                 **_timing(episode, self.fps, now)}  # fmt: skip
         zeros = np.zeros(n, dtype=np.uint8)
         try:
