@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 $(BIN)/elworld: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[dev,doom,rl]"
+	$(BIN)/pip install --quiet -e ".[dev,doom,rl,screen]"
 	touch $(BIN)/elworld
 
 venv: $(BIN)/elworld

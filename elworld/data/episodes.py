@@ -330,14 +330,19 @@ def recording_provenance(episodes: list[Path]) -> dict[str, Any]:
     """Where recordings came from, from their sidecars: each field's single value or sorted values.
 
     Adds ``steps_per_second`` (35 game tics / frame skip) when one frame skip
-    is shared by all episodes of a ViZDoom recording; a field no sidecar has is left out.
+    is shared by all episodes of a ViZDoom recording, or the frame rate when
+    one ``fps`` is shared by all episodes of a screen recording
+    (``elworld record screen``); a field no sidecar has is left out.
     """
     found: dict[str, set[str]] = {}
+    screen_fps: set[float] = set()
     for path in episodes:
         sidecar = read_sidecar(path)
         for name in PROVENANCE_FIELDS:
             if name in sidecar:
                 found.setdefault(name, set()).add(json.dumps(sidecar[name], sort_keys=True))
+        if sidecar.get("source") == "screen" and isinstance(sidecar.get("fps"), int | float):
+            screen_fps.add(float(sidecar["fps"]))
     info: dict[str, Any] = {}
     for name in PROVENANCE_FIELDS:
         if name in found:
@@ -345,4 +350,6 @@ def recording_provenance(episodes: list[Path]) -> dict[str, Any]:
             info[name] = values[0] if len(values) == 1 else values
     if isinstance(info.get("frame_skip"), int) and info.get("source") == "vizdoom":
         info["steps_per_second"] = GAME_TICS_PER_SECOND / info["frame_skip"]
+    elif info.get("source") == "screen" and len(screen_fps) == 1:
+        info["steps_per_second"] = screen_fps.pop()
     return info

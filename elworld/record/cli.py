@@ -1,4 +1,5 @@
-"""``elworld collect doom`` (scripted episodes) and ``elworld record doom`` (human play)."""
+"""``elworld collect doom`` (scripted episodes), ``elworld record doom`` (human play in
+ViZDoom) and ``elworld record screen`` (any game's window and the keyboard)."""
 
 from __future__ import annotations
 
@@ -157,3 +158,135 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=None, help="game seed of the first episode (default: random)"
     )
     human.set_defaults(func=_record_doom)
+    _register_screen(record_sources)
+
+
+_SCREEN_EPILOG = """\
+output: one OUT/PREFIX_NNNN.npz per episode (numbered after the files already
+there): obs (N,H,W,3) uint8 RGB at the window's size (or --size; training
+resizes to 192x256 itself), act (N,22) uint8, rew (N,) zeros, done (N,) zeros
+(a split, pause or stop is not a game over), plus PREFIX_NNNN.json: ended
+(split|paused|stopped|interrupted|duration|window_closed|window_resized),
+fps, achieved_fps, dropped_frames, late_frames, jitter_ms, capture (window or
+region), size, keys (the key map), controls, act_convention.
+
+alignment: act[t] = every key held at any moment from the grab of obs[t] to
+the grab of obs[t+1]: the keys that lead from obs[t] to obs[t+1].
+
+timing: a tick missed entirely is counted as dropped and skipped (never
+filled with a repeated frame); a grab more than half a period late is late.
+
+keys (ElWorld name: default physical key): f8, up, down, left, right, z, x,
+1, 3, q, w, e, r, t, a, s, d, c, f, enter, ctrl (either), esc. Remap some
+with --keymap FILE.json, e.g. {"z": "j", "up": ["w", "up"], "esc": []}.
+Keys are read globally (whichever window has the focus).
+
+where: X11 (window by title or id, or region) and Windows (same; untested in
+CI) capture and read keys without extra rights; macOS needs --region and the
+Screen Recording and Input Monitoring permissions for the terminal; Wayland
+gives programs neither other windows nor global keys: use an X11 session.
+Needs the screen extra: pip install 'elworld[screen]'.
+"""
+
+
+def _record_screen(args: argparse.Namespace) -> int:
+    """``elworld record screen``: resolve the target, record, map errors to exit codes."""
+    from elworld.record.screen import record_screen
+    from elworld.record.screen_capture import ScreenError, find_target, list_windows, parse_region
+    from elworld.record.screen_keys import KeyMap
+
+    try:
+        if args.list_windows:
+            for wid, title, (left, top, width, height) in sorted(
+                list_windows(), key=lambda w: w[1]
+            ):
+                logger.info("id %d (0x%x)  %dx%d at %d,%d  %s", wid, wid, width, height, left,
+                            top, title)  # fmt: skip
+            return 0
+        if args.out is None:
+            raise ValueError("--out DIR is required (the folder for the episode files)")
+        region = parse_region(args.region) if args.region is not None else None
+        keymap = KeyMap.from_json(args.keymap) if args.keymap is not None else KeyMap()
+        target = find_target(window=args.window, window_id=args.window_id, region=region)
+        paths = record_screen(
+            target, args.out, fps=args.fps, size=args.size, episode_seconds=args.episode_seconds,
+            duration=args.duration, prefix=args.prefix, keymap=keymap, stop_key=args.stop_key,
+            pause_key=args.pause_key, split_key=args.split_key, progress=not args.no_progress,
+        )  # fmt: skip
+    except (ScreenError, ValueError, ImportError) as error:
+        logger.error("%s", error)
+        return 2
+    except RecordError as error:
+        logger.error("%s", error)
+        return 1
+    if paths:
+        logger.info("recorded %d episode(s) in %s (%s .. %s)", len(paths), args.out,
+                    paths[0].name, paths[-1].name)  # fmt: skip
+    else:
+        logger.info("no episode recorded")
+    return 0
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``"HxW"`` -> ``(H, W)``."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 192x256, got {text!r}") from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"expected HxW with H, W >= 1, got {text!r}")
+    return height, width
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _register_screen(record_sources: argparse._SubParsersAction) -> None:
+    screen = record_sources.add_parser(
+        "screen", help="any game: a window or screen region and the keyboard",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_SCREEN_EPILOG,
+        description=textwrap.fill(
+            "Record a person playing any PC game: grab a window (by title or id) or a screen "
+            "region FPS times a second together with the 22 ElWorld keys held, one episode "
+            "file per episode. F10 stops (saving the episode in flight), F6 pauses and resumes "
+            "(ending the episode), F11 starts a new episode; Ctrl+C and SIGTERM save the "
+            "episode in flight too. Frames stream to disk, so sessions of any length fit in RAM."
+        ),
+    )  # fmt: skip
+    what = screen.add_mutually_exclusive_group(required=True)
+    what.add_argument("--window", metavar="TITLE",
+                      help="the window whose title is TITLE, or the only one containing it")  # fmt: skip
+    what.add_argument("--window-id", type=lambda text: int(text, 0), metavar="ID",
+                      help="the window with this id (decimal or 0x hex; see --list-windows)")  # fmt: skip
+    what.add_argument("--region", metavar="X,Y,W,H",
+                      help="a screen rectangle: left, top, width, height in pixels")  # fmt: skip
+    what.add_argument("--list-windows", action="store_true",
+                      help="list the visible windows (id, size, position, title) and exit")  # fmt: skip
+    screen.add_argument(
+        "--out", type=Path, help="folder for the episode files (created if missing)"
+    )
+    screen.add_argument("--prefix", default="screen",
+                        help="file name prefix: PREFIX_0001.npz ... (default: %(default)s)")  # fmt: skip
+    screen.add_argument("--fps", type=_positive_float, default=20.0,
+                        help="frames per second (default: 20, the original rate)")  # fmt: skip
+    screen.add_argument("--size", type=_size, metavar="HxW",
+                        help="store frames at this size, e.g. 192x256 (default: the window's "
+                             "size; ~29 MB/s at 800x600 and 20 fps)")  # fmt: skip
+    screen.add_argument("--episode-seconds", type=_positive_float, metavar="S",
+                        help="start a new episode every S seconds (default: only on F11)")  # fmt: skip
+    screen.add_argument("--duration", type=_positive_float, metavar="S",
+                        help="stop after S seconds (default: only on F10 or a signal)")  # fmt: skip
+    screen.add_argument("--keymap", type=Path, metavar="FILE.json",
+                        help="remap ElWorld keys to other physical keys (see below)")  # fmt: skip
+    screen.add_argument("--stop-key", default="f10", help="stop and save (default: f10)")
+    screen.add_argument(
+        "--pause-key", default="f6", help="pause / resume, as in elworld play (default: f6)"
+    )
+    screen.add_argument("--split-key", default="f11", help="start a new episode (default: f11)")
+    screen.add_argument("--no-progress", action="store_true",
+                        help="no live status line (fps, dropped and late frames)")  # fmt: skip
+    screen.set_defaults(func=_record_screen)

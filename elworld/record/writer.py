@@ -5,6 +5,9 @@ fsynced, then renamed into place (and the folder fsynced), so a crash, a full
 disk or Ctrl+C never leaves a half-written ``.npz``: either the whole file is
 there or none. The JSON sidecar is written the same way, after the ``.npz``.
 
+``write_streamed_episode`` builds the same ``.npz`` from frames already
+streamed to a raw file (the screen recorder's way to keep RAM flat).
+
 Files are uncompressed ``np.savez`` by default: capture is CPU-bound
 (``savez_compressed`` deflates ~30 MB/s, i.e. ~200 frames/s on one core,
 while ViZDoom renders thousands), and uncompressed members can be read
@@ -19,6 +22,8 @@ import errno
 import json
 import os
 import re
+import shutil
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +33,9 @@ import numpy as np
 import elworld
 from elworld.atomic import atomic_write
 from elworld.keys import NUM_KEYS
+
+# Bytes copied at a time from a raw frames file into an .npz.
+_COPY_BYTES = 1 << 22
 
 
 class RecordError(OSError):
@@ -148,6 +156,16 @@ def write_episode(
     if not overwrite and path.exists():
         raise RecordError(f"episode file {path} already exists (refusing to overwrite it)")
     n, height, width = arrays["obs"].shape[:3]
+    text = _sidecar_text(meta, n, height, width, arrays)
+    _write_atomic(path, lambda fp: _save_arrays(fp, arrays, compress))
+    _write_atomic(path.with_suffix(".json"), lambda fp: fp.write(text.encode()))
+    return path
+
+
+def _sidecar_text(
+    meta: Mapping[str, Any] | None, n: int, height: int, width: int, arrays: dict[str, np.ndarray]
+) -> str:
+    """The JSON sidecar of an episode: ``meta`` plus the facts every episode records."""
     info: dict[str, Any] = dict(meta or {})
     info.update(
         frames=int(n),
@@ -158,7 +176,65 @@ def write_episode(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         elworld_version=elworld.__version__,
     )
-    text = json.dumps(info, indent=2, sort_keys=True, default=str) + "\n"
-    _write_atomic(path, lambda fp: _save_arrays(fp, arrays, compress))
+    return json.dumps(info, indent=2, sort_keys=True, default=str) + "\n"
+
+
+def _save_streamed(
+    fp: IO[bytes], frames: IO[bytes], shape: tuple[int, ...], labels: dict[str, np.ndarray]
+) -> None:
+    """Write an uncompressed ``.npz`` whose ``obs`` is the raw uint8 bytes read from ``frames``."""
+    with zipfile.ZipFile(fp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        with archive.open("obs.npy", "w", force_zip64=True) as member:
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                      "fortran_order": False, "shape": shape}  # fmt: skip
+            np.lib.format.write_array_header_2_0(member, header)
+            shutil.copyfileobj(frames, member, _COPY_BYTES)
+        for name, array in labels.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+
+
+def write_streamed_episode(
+    path: str | os.PathLike[str],
+    frames_file: str | os.PathLike[str],
+    frame_shape: tuple[int, int],
+    act: np.ndarray,
+    rew: np.ndarray | None = None,
+    done: np.ndarray | None = None,
+    meta: Mapping[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """``write_episode`` for frames already on disk: ``frames_file`` holds raw RGB uint8 frames.
+
+    ``frames_file`` is the concatenation of ``N = len(act)`` frames of
+    ``frame_shape = (H, W)`` x 3 bytes (any extra bytes, e.g. a frame cut short
+    by a crash, are an error). The ``.npz`` (uncompressed, ``obs`` copied in
+    chunks so memory stays bounded) and the sidecar are written atomically like
+    ``write_episode``'s; ``frames_file`` is left in place for the caller to remove.
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"episode path must end in .npz, got {path}")
+    height, width = (int(v) for v in frame_shape)
+    n = len(act)
+    frames_file = Path(frames_file)
+    expected = n * height * width * 3
+    if n == 0 or frames_file.stat().st_size != expected:
+        raise ValueError(
+            f"{frames_file} holds {frames_file.stat().st_size} bytes; "
+            f"{n} frames of {height}x{width}x3 need {expected} (and at least one frame)"
+        )
+    # obs is checked through a zero-copy view of one frame: only its shape and dtype matter.
+    probe = np.broadcast_to(np.zeros((1, 1, 1, 3), np.uint8), (n, height, width, 3))
+    arrays = _check_arrays(probe, act, rew, done)
+    del arrays["obs"]
+    if not path.parent.is_dir():
+        raise RecordError(f"cannot write {path}: folder {path.parent} does not exist")
+    if not overwrite and path.exists():
+        raise RecordError(f"episode file {path} already exists (refusing to overwrite it)")
+    text = _sidecar_text(meta, n, height, width, arrays)
+    with open(frames_file, "rb") as frames:
+        _write_atomic(path, lambda fp: _save_streamed(fp, frames, (n, height, width, 3), arrays))
     _write_atomic(path.with_suffix(".json"), lambda fp: fp.write(text.encode()))
     return path
