@@ -1,8 +1,9 @@
 """The ``elworld`` command line: one subcommand per pipeline stage.
 
 Each stage's module exposes ``register(subparsers)``, which adds its parser and
-sets ``func(args) -> int``; this module assembles them, and ``command_line()``
-gives every stage the same record of how it was run.
+sets ``func(args) -> int``; this module assembles them. It is the top of the
+import plan (it may import every floor); the argument helpers the stages share
+live in ``elworld.cli_args``, the bottom floor.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import shlex
 import sys
-from pathlib import Path
 
 from elworld import __version__
 
@@ -38,41 +37,6 @@ def _route(argv: list[str]) -> list[str]:
     if first is not None and tuple(argv[first : first + 2]) in NESTED_COMMANDS:
         return [*argv[:first], NESTED_COMMANDS[tuple(argv[first : first + 2])], *argv[first + 2 :]]
     return argv
-
-
-def command_line() -> str:
-    """This process's command line, as recorded in training info and reports.
-
-    ``elworld ...`` under the console script, else ``sys.argv`` joined
-    (``torchrun``, ``python -m``, a test).
-    """
-    argv = sys.argv
-    if argv and Path(argv[0]).name == "elworld":
-        return "elworld " + shlex.join(argv[1:])
-    return shlex.join(argv)
-
-
-def add_small_model_arguments(parser: argparse.ArgumentParser, *, epochs: int) -> None:
-    """``--out``, ``--epochs``, ``--time-limit``, ``--seed`` and ``--device``: the run
-    options of the small single-process trainers (``elworld train idm`` / ``end``)."""
-    parser.add_argument(
-        "--out", type=Path, default=Path("checkpoints"),
-        help="checkpoint root (default: %(default)s)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--epochs", type=int, default=epochs, help="epochs to train (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--time-limit", type=float, default=None, metavar="MIN",
-        help="stop after the epoch in which MIN minutes of training have passed",
-    )  # fmt: skip
-    parser.add_argument(
-        "--seed", type=int, default=0,
-        help="seed for initialisation, data order and the split (default: %(default)s)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--device", default="auto", help="auto | cpu | cuda[:N] (default: %(default)s)"
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:

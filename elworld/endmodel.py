@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from elworld.cli import add_small_model_arguments, command_line
+from elworld.cli_args import add_small_model_arguments, command_line
 from elworld.data import build_token_cache, find_episodes, load_tokens, read_labels, split_episodes
 from elworld.keys import NUM_KEYS
 from elworld.model.common import LossOutput

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from elworld.cli import add_small_model_arguments, command_line
+from elworld.cli_args import add_small_model_arguments, command_line
 from elworld.data import find_episodes, iter_frames, read_labels, read_sidecar, split_episodes
 from elworld.frames import FRAME_HEIGHT, FRAME_WIDTH, resize_frames
 from elworld.keys import KEY_INDEX, KEY_NAMES

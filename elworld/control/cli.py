@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elworld.cli import command_line
+from elworld.cli_args import command_line
 from elworld.model.common import PRECISIONS
 
 logger = logging.getLogger(__name__)

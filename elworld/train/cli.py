@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from elworld import checkpoint
-from elworld.cli import command_line
+from elworld.cli_args import command_line
 from elworld.data import (
     FrameDataset,
     TransitionDataset,
