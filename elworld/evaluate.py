@@ -14,7 +14,7 @@ Reports, as JSON, a markdown table and a PNG plot of PSNR against horizon:
   in the model's input distribution;
 - reward / episode-end heads when present: precision and recall (a reward
   "event" is ``|r| > reward_threshold``), and the reward MSE;
-- with an inverse-dynamics model (``elworld.idm``, trained on real training
+- with an inverse-dynamics model (``elworld.model.idm``, trained on real training
   episodes): a controllability score blur cannot fool, the IDM's macro-F1 over
   the keys it names (see ``evaluate``).
 
@@ -38,9 +38,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from elworld.data import find_episodes, iter_frames, read_labels, recording_provenance
-from elworld.endmodel import EndEpisode, EndModel, check_end_model_fits, end_scores
 from elworld.frames import frames_to_tensor, tensor_to_frames
-from elworld.idm import (
+from elworld.keys import KEY_INDEX, KEY_NAMES
+from elworld.model.common import PRECISIONS, autocast, check_models_fit
+from elworld.model.end import EndEpisode, EndModel, check_end_model_fits, end_scores
+from elworld.model.idm import (
     LABELS,
     OPPOSING_KEYS,
     InverseDynamicsModel,
@@ -49,8 +51,6 @@ from elworld.idm import (
     macro_f1,
     predict_keys,
 )
-from elworld.keys import KEY_INDEX, KEY_NAMES
-from elworld.model.common import PRECISIONS, autocast, check_models_fit
 
 logger = logging.getLogger(__name__)
 
@@ -243,14 +243,14 @@ def evaluate(
     """Measure a vision model (and a memory model, if given) on recorded episodes.
 
     With an episode-end model, ``results["end_model"]`` holds
-    ``elworld.endmodel.end_scores`` on the episodes (NLL against the best
+    ``elworld.model.end.end_scores`` on the episodes (NLL against the best
     constant hazard, hazard at real ends vs elsewhere, ends expected vs real).
 
     With an inverse-dynamics model ``idm`` (trained on real training episodes),
     ``results["memory"]["idm"]`` holds its macro-F1 (and per-key F1) over the
     keys it scores that the episodes press, on windows of frames ``t - before ..
     t + after`` labelled with the EFFECTIVE keys of step ``t``
-    (``elworld.idm.effective_keys`` of ``act[t]``): opposing keys held together
+    (``elworld.model.idm.effective_keys`` of ``act[t]``): opposing keys held together
     (left+right, up+down, a+d) cancel and count as neither, since such a step
     looks exactly like holding no key. The memory model is always driven by the
     raw recorded keys; only the IDM's labels are effective keys. Scores:

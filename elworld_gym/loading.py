@@ -75,7 +75,7 @@ def resolve_checkpoints(
     Explicit ``vision`` / ``memory`` folders win; a missing one comes from the
     root (``checkpoints``, else ``$ELWORLD_CHECKPOINTS``, else the bundled demo
     world, see :func:`bundled_checkpoints_root`) as ``<root>/<kind>/best_model``.
-    The episode-end model (``elworld.endmodel``) is ``end_model`` when it is a
+    The episode-end model (``elworld.model.end``) is ``end_model`` when it is a
     folder, none when it is ``False``, else (``None`` or ``True``)
     ``<root>/end/best_model`` if the root has one.
 

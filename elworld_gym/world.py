@@ -33,9 +33,9 @@ import torch
 from gymnasium import spaces
 
 from elworld.checkpoint import recommended_guidance, recording_info
-from elworld.endmodel import EndModel, check_end_model_fits
 from elworld.frames import frames_to_tensor, resize_frames, tensor_to_frames
 from elworld.model.common import autocast, check_models_fit, check_precision, resolve_precision
+from elworld.model.end import EndModel, check_end_model_fits
 from elworld.model.memory import MemoryModel, MemorySample
 from elworld.model.vision import VisionModel
 from elworld_gym.loading import iter_start_frames, resolve_checkpoints, start_clip_flags

@@ -12,7 +12,7 @@ import torch
 
 from elworld.checkpoint import best_model_dir, save_checkpoint
 from elworld.cli import main
-from elworld.endmodel import (
+from elworld.model.end import (
     EndConfig,
     EndEpisode,
     EndModel,

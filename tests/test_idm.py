@@ -12,7 +12,8 @@ import torch
 
 from elworld.checkpoint import best_model_dir
 from elworld.cli import main
-from elworld.idm import (
+from elworld.keys import KEY_INDEX, KEY_NAMES
+from elworld.model.idm import (
     MIRROR_PAIRS,
     OPPOSING_KEYS,
     IDMConfig,
@@ -30,7 +31,6 @@ from elworld.idm import (
     train_idm,
     window_labels,
 )
-from elworld.keys import KEY_INDEX, KEY_NAMES
 
 HEIGHT, WIDTH = 8, 48
 SYNTH = dict(image_height=HEIGHT, image_width=WIDTH, bands=2, cols=WIDTH, width=16, dropout=0.0)

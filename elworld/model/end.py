@@ -374,7 +374,7 @@ def register_train(models: argparse._SubParsersAction) -> None:
 def run_train_end(args: argparse.Namespace) -> int:
     """``elworld train end``."""
     from elworld.checkpoint import best_model_dir, checkpoint_fingerprint
-    from elworld.idm import sidecar_value
+    from elworld.model.idm import sidecar_value
     from elworld.model.vision import VisionModel
     from elworld.train.distributed import resolve_device
 

@@ -471,7 +471,7 @@ def save_idm(model: InverseDynamicsModel, path: str | Path, info: dict[str, Any]
         f"- Frame skip: {cfg.frame_skip}; scenario: {cfg.scenario}",
         f"- Validation macro-F1: {info.get('val_macro_f1', math.nan):.3f} ({f1})",
         f"- Data: {info.get('data')}", f"- Command: `{info.get('command')}`", "",
-        "```python", "from elworld.idm import InverseDynamicsModel", "",
+        "```python", "from elworld.model.idm import InverseDynamicsModel", "",
         'idm = InverseDynamicsModel.from_checkpoint("path/to/this/folder")', "```", "",
     ])  # fmt: skip
     return save_checkpoint(path, model=model, config=cfg, training_info=info, readme=readme)
