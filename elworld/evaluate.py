@@ -41,7 +41,7 @@ from elworld.data import find_episodes, iter_frames, read_labels, recording_prov
 from elworld.frames import frames_to_tensor, tensor_to_frames
 from elworld.keys import KEY_INDEX, KEY_NAMES
 from elworld.model.common import PRECISIONS, autocast, check_models_fit
-from elworld.model.end import EndEpisode, EndModel, check_end_model_fits, end_scores
+from elworld.model.end import EndModel, check_end_model_fits
 from elworld.model.idm import (
     LABELS,
     OPPOSING_KEYS,
@@ -51,6 +51,7 @@ from elworld.model.idm import (
     macro_f1,
     predict_keys,
 )
+from elworld.train.end import EndEpisode, end_scores
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +244,7 @@ def evaluate(
     """Measure a vision model (and a memory model, if given) on recorded episodes.
 
     With an episode-end model, ``results["end_model"]`` holds
-    ``elworld.model.end.end_scores`` on the episodes (NLL against the best
+    ``elworld.train.end.end_scores`` on the episodes (NLL against the best
     constant hazard, hazard at real ends vs elsewhere, ends expected vs real).
 
     With an inverse-dynamics model ``idm`` (trained on real training episodes),

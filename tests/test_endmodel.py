@@ -12,16 +12,10 @@ import torch
 
 from elworld.checkpoint import best_model_dir, save_checkpoint
 from elworld.cli import main
-from elworld.model.end import (
-    EndConfig,
-    EndEpisode,
-    EndModel,
-    check_end_model_fits,
-    end_scores,
-    train_end_model,
-)
+from elworld.model.end import EndConfig, EndModel, check_end_model_fits
 from elworld.model.memory import MemoryConfig
 from elworld.record.writer import write_episode
+from elworld.train.end import EndEpisode, end_scores, train_end_model
 from elworld_gym.world import DreamWorld
 from tests.conftest import TINY_IMAGE, sliding_square_clip
 

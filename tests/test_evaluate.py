@@ -14,7 +14,8 @@ from elworld.cli import main
 from elworld.data import find_episodes
 from elworld.evaluate import PSNR_CAP, precision_recall, psnr, ssim
 from elworld.keys import KEY_INDEX
-from elworld.model.idm import IDMConfig, InverseDynamicsModel, save_idm
+from elworld.model.idm import IDMConfig, InverseDynamicsModel
+from elworld.train.idm import save_idm
 
 from conftest import sliding_square_clip, torch_threads
 

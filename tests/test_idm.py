@@ -18,8 +18,6 @@ from elworld.model.idm import (
     OPPOSING_KEYS,
     IDMConfig,
     InverseDynamicsModel,
-    _load_windows,
-    _mirror_columns,
     check_frame_skip,
     effective_keys,
     frames_to_bands,
@@ -27,10 +25,9 @@ from elworld.model.idm import (
     idm_windows,
     macro_f1,
     predict_keys,
-    save_idm,
-    train_idm,
     window_labels,
 )
+from elworld.train.idm import _load_windows, _mirror_columns, save_idm, train_idm
 
 HEIGHT, WIDTH = 8, 48
 SYNTH = dict(image_height=HEIGHT, image_width=WIDTH, bands=2, cols=WIDTH, width=16, dropout=0.0)

@@ -258,10 +258,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="no per-cell bonus for keeping the current token",
     )
     memory.set_defaults(func=run_train_memory)
-    from elworld.model.idm import register_train as register_idm  # elworld train idm
+    from elworld.train.idm import register_train as register_idm  # elworld train idm
 
     register_idm(models)
-    from elworld.model.end import register_train as register_end  # elworld train end
+    from elworld.train.end import register_train as register_end  # elworld train end
 
     register_end(models)
     from elworld.control.cli import register_train as register_control  # elworld train control
