@@ -16,7 +16,7 @@ from elworld.model.end import EndConfig, EndModel, check_end_model_fits
 from elworld.model.memory import MemoryConfig
 from elworld.record.writer import write_episode
 from elworld.train.end import EndEpisode, end_scores, train_end_model
-from elworld_gym.world import DreamWorld
+from elworld.world.dream import DreamWorld
 from tests.conftest import TINY_IMAGE, sliding_square_clip
 
 HIT = 3  # the token a "hit" frame is full of

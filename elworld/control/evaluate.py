@@ -41,7 +41,7 @@ from elworld.control.rollout import (
 )
 from elworld.keys import NUM_KEYS
 from elworld.record.collect import make_policy
-from elworld_gym.world import DreamWorld
+from elworld.world.dream import DreamWorld
 
 logger = logging.getLogger(__name__)
 

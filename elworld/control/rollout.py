@@ -33,7 +33,7 @@ import torch
 from elworld.control.policy import ControlPolicy
 from elworld.keys import NUM_KEYS
 from elworld.record.collect import RandomKeysPolicy, StickyKeysPolicy
-from elworld_gym.world import DreamWorld
+from elworld.world.dream import DreamWorld
 
 
 class DreamPolicy(Protocol):

@@ -43,7 +43,7 @@ from elworld.control.world_info import (
     resolve_world,
 )
 from elworld.model.vision import VisionConfig
-from elworld_gym.world import DreamWorld
+from elworld.world.dream import DreamWorld
 
 logger = logging.getLogger(__name__)
 

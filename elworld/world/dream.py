@@ -38,7 +38,7 @@ from elworld.model.common import autocast, check_models_fit, check_precision, re
 from elworld.model.end import EndModel, check_end_model_fits
 from elworld.model.memory import MemoryModel, MemorySample
 from elworld.model.vision import VisionModel
-from elworld_gym.loading import iter_start_frames, resolve_checkpoints, start_clip_flags
+from elworld.world.loading import iter_start_frames, resolve_checkpoints, start_clip_flags
 
 logger = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ from elworld.frames import resize_frames
 
 CHECKPOINTS_ENV_VAR = "ELWORLD_CHECKPOINTS"
 # The demo world as package data of an installed wheel (inference files only).
-PACKAGED_CHECKPOINTS = Path(__file__).resolve().parent / "demo_world"
+PACKAGED_CHECKPOINTS = Path(__file__).resolve().parents[2] / "elworld_gym" / "demo_world"
 # The demo world in a checkout (and an editable install): the repository's checkpoints/.
-CHECKOUT_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+CHECKOUT_CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 START_FRAMES_FILE = "start_frames.npz"
 # Frames resized and encoded per chunk when building the start bank.
 START_CHUNK = 64
