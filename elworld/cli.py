@@ -26,6 +26,9 @@ COMMAND_MODULES = (
     "elworld.play.cli",  # play, rollout, demo
     "elworld.play.keys_figure",  # keys-figure
 )
+# Trainers that sit above train/ (CMA-ES steps the dream, elworld.world, one floor higher), so
+# train/cli.py cannot import them: each module's register_train(models) adds ``elworld train X``.
+UPPER_TRAINERS = ("elworld.control.cli",)  # train control
 # ``elworld eval control`` has its own parser: ``eval``'s required flags keep argparse from
 # nesting a subcommand under it, so main() renames the two words to the parser's name.
 NESTED_COMMANDS = {("eval", "control"): "eval-control"}
@@ -58,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+        added = importlib.import_module(name).register(subparsers)
+        if name == "elworld.train.cli":
+            for trainer in UPPER_TRAINERS:
+                importlib.import_module(trainer).register_train(added)
     return parser
 
 

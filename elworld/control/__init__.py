@@ -12,6 +12,6 @@
 from __future__ import annotations
 
 from elworld.control.agent import Agent
-from elworld.control.policy import ControlConfig, ControlPolicy
+from elworld.model.policy import ControlConfig, ControlPolicy
 
 __all__ = ["Agent", "ControlConfig", "ControlPolicy"]
