@@ -738,10 +738,11 @@ def check_world_rate(
 
 def run_eval(args: argparse.Namespace) -> int:
     """``elworld eval``."""
-    from elworld.checkpoint import recommended_guidance, recording_info
+    from elworld.checkpoint import recording_info
     from elworld.model.memory import MemoryModel
     from elworld.model.vision import VisionModel
     from elworld.train.distributed import resolve_device
+    from elworld.world.settings import resolve_guidance
 
     try:
         horizons = tuple(sorted(int(h) for h in args.horizons.split(",")))
@@ -771,9 +772,7 @@ def run_eval(args: argparse.Namespace) -> int:
         horizons=horizons, start_stride=args.start_stride, max_episodes=args.max_episodes, batch_size=args.batch_size,
         temperature=args.temperature, sampling_steps=args.sampling_steps, seed=args.seed,
         idm_horizon=args.idm_horizon, idm_temperature=args.idm_temperature,
-        guidance=args.guidance if args.guidance is not None else (
-            recommended_guidance(args.memory) if args.memory else 1.0
-        ),
+        guidance=resolve_guidance(args.guidance, args.memory),
         precision=args.precision,
     )  # fmt: skip
     episodes = find_episodes(args.data)

@@ -25,33 +25,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from gymnasium import spaces
 
-from elworld.checkpoint import recommended_guidance, recording_info
+from elworld.checkpoint import recording_info
 from elworld.frames import frames_to_tensor, resize_frames, tensor_to_frames
-from elworld.model.common import autocast, check_models_fit, check_precision, resolve_precision
+from elworld.model.common import autocast, check_models_fit
 from elworld.model.end import EndModel, check_end_model_fits
 from elworld.model.memory import MemoryModel, MemorySample
 from elworld.model.vision import VisionModel
 from elworld.world.loading import iter_start_frames, resolve_checkpoints, start_clip_flags
+from elworld.world.settings import SamplingSettings, resolve_guidance
 
 logger = logging.getLogger(__name__)
 
 OBS_TYPES = ("rgb", "tokens")
 # An env whose end head says more than this has terminated.
 END_THRESHOLD = 0.5
-# Envs per memory pass on a CPU. A pass over many dreams at once outgrows the
-# caches ([n, 768, 512] logits alone are 25 MB at n = 16): on the 2-core dev
-# machine dreams stepped 2 at a time ran 2.0x the env-steps/s of one pass over
-# all of them at N = 16 and 2.9x at N = 64, flat in N (benchmarks/dream_step.py,
-# "one pass" column). Accelerators take all at once.
-CPU_STEP_CHUNK = 2
-
 Indices = Sequence[int] | np.ndarray | None
 
 
@@ -90,17 +84,15 @@ class DreamWorld:
             one consecutive recording. A start's context never reaches into
             another clip (its first frame repeats instead).
         num_envs: N, the number of worlds.
-        temperature, top_k, sampling_steps, guidance: passed to
-            ``MemoryModel.sample`` (``temperature=0`` takes the argmax;
-            ``guidance`` > 1 is classifier-free guidance on the keys).
-        precision: ``"auto"`` (default) takes bf16 where the device runs it
-            natively (a CPU with AVX-512 BF16 or AMX, a CUDA device with bf16)
-            and fp32 elsewhere (``model.common.choose_precision``; the choice is
-            logged once and kept in ``self.precision``); ``"bf16"`` runs the
-            memory pass under bfloat16 autocast, ``"fp32"`` in full precision.
-        compile: ``torch.compile`` the memory model's forward pass (1.5x the
-            batched steps/s on a 2-core CPU, after a one-off ~1.5 min compile:
-            for agents' long runs, not for play).
+        settings: how every memory pass samples (``settings.SamplingSettings``;
+            default: its defaults), resolved once for this world's device and
+            N and kept as ``self.settings``: ``guidance=None`` is 1 (off) here
+            (``from_checkpoints`` takes the checkpoint's recommended scale);
+            ``precision="auto"`` takes bf16 where the device runs it natively
+            (a CPU with AVX-512 BF16 or AMX, a CUDA device with bf16) and fp32
+            elsewhere, logged once; ``compile`` runs the memory model under
+            ``torch.compile`` (1.5x the batched steps/s on a 2-core CPU after
+            a one-off ~1.5 min compile: for agents' long runs, not for play).
         names: how error messages name the two checkpoints.
         recordings: where the memory model's training data came from
             (``loading.recording_info``); sets ``steps_per_second``.
@@ -113,20 +105,13 @@ class DreamWorld:
         start_frames: Iterable[np.ndarray],
         *,
         num_envs: int = 1,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        sampling_steps: int = 1,
-        guidance: float = 1.0,
-        precision: str = "auto",
+        settings: SamplingSettings | None = None,
         names: tuple[str, str] = ("(not from a file)", "(not from a file)"),
         recordings: dict | None = None,
         start_first: np.ndarray | None = None,
-        compile: bool = False,
         end_model: EndModel | None = None,
-        step_chunk: int | None = None,
     ) -> None:
-        check_sampling_args(temperature, top_k, sampling_steps, guidance)
-        check_precision(precision)
+        settings = SamplingSettings() if settings is None else settings
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         check_models_fit(vision.config, memory.config, names[0], names[1])
@@ -139,20 +124,11 @@ class DreamWorld:
             check_end_model_fits(end_model.config, memory.config, names[1])
             end_model = end_model.to(next(memory.parameters()).device).eval()
         self.end_model = end_model
-        if compile:
-            self.memory.compile(dynamic=False)  # in place: sample()'s passes run compiled
         self.device = next(memory.parameters()).device
         self.num_envs = num_envs
-        if step_chunk is None:
-            step_chunk = CPU_STEP_CHUNK if self.device.type == "cpu" else num_envs
-        if isinstance(step_chunk, bool) or not isinstance(step_chunk, int) or step_chunk < 1:
-            raise ValueError(f"step_chunk must be a positive int, got {step_chunk!r}")
-        self.step_chunk = step_chunk
-        self.temperature = float(temperature)
-        self.top_k = top_k
-        self.sampling_steps = sampling_steps
-        self.guidance = float(guidance)
-        self.precision = resolve_precision(precision, self.device)  # "bf16" or "fp32"
+        self.settings = settings.resolve(self.device, num_envs)  # concrete: see SamplingSettings
+        if self.settings.compile:
+            self.memory.compile(dynamic=False)  # in place: sample()'s passes run compiled
         self.recordings = dict(recordings or {})  # where the world's training data came from
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(0)
@@ -178,27 +154,23 @@ class DreamWorld:
         start_observations: str | Path | np.ndarray | None = None,
         num_envs: int = 1,
         device: str | torch.device | None = None,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        sampling_steps: int = 1,
-        guidance: float | None = None,
-        precision: str = "auto",
-        compile: bool = False,
         end_model: str | Path | bool | None = None,
-        step_chunk: int | None = None,
+        settings: SamplingSettings | None = None,
+        **sampling: object,
     ) -> DreamWorld:
         """Load the models (see ``loading.resolve_checkpoints``) and encode the start bank.
 
-        ``guidance=None`` takes the memory checkpoint's recommended scale
-        (``training_info.json`` ``"sampling"``), else 1 (off). ``end_model``: an
-        episode-end checkpoint folder, ``False`` for none (the memory model's end
-        head decides), else the root's ``end/best_model`` when it has one.
+        ``settings`` (or its fields as keywords, ``temperature=0``, which
+        override it) say how the world samples; ``guidance=None`` takes the
+        memory checkpoint's recommended scale (``settings.resolve_guidance``).
+        ``end_model``: an episode-end checkpoint folder, ``False`` for none (the
+        memory model's end head decides), else the root's ``end/best_model``
+        when it has one.
         """
+        settings = replace(SamplingSettings() if settings is None else settings, **sampling)
         paths = resolve_checkpoints(checkpoints, vision, memory, end_model)
-        if guidance is None:
-            guidance = recommended_guidance(paths.memory)
-        check_sampling_args(temperature, top_k, sampling_steps, guidance)
         device = torch.device(device) if device is not None else default_device()
+        settings = replace(settings, guidance=resolve_guidance(settings.guidance, paths.memory))
         vision_model = VisionModel.from_checkpoint(paths.vision, device=device)
         memory_model = MemoryModel.from_checkpoint(paths.memory, device=device)
         ends = EndModel.from_checkpoint(paths.end, device=device) if paths.end else None
@@ -209,18 +181,45 @@ class DreamWorld:
             memory_model,
             frames,
             num_envs=num_envs,
-            temperature=temperature,
-            top_k=top_k,
-            sampling_steps=sampling_steps,
-            guidance=guidance,
-            precision=precision,
+            settings=settings,
             names=(str(paths.vision), str(paths.memory)),
             recordings=recording_info(paths.memory),
             start_first=start_clip_flags(start_observations, paths.root),
-            compile=compile,
             end_model=ends,
-            step_chunk=step_chunk,
         )
+
+    # --------------------------------------------------------------- settings
+    @property
+    def temperature(self) -> float:
+        """The sampling temperature of the next step (``play`` changes it live)."""
+        return float(self.settings.temperature)
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self.settings = replace(self.settings, temperature=float(value))  # checked there
+
+    @property
+    def top_k(self) -> int | None:
+        return self.settings.top_k
+
+    @property
+    def sampling_steps(self) -> int:
+        return self.settings.sampling_steps
+
+    @property
+    def guidance(self) -> float:
+        """The guidance scale in use (the recommended one when none was given)."""
+        return float(self.settings.guidance)
+
+    @property
+    def precision(self) -> str:
+        """``"bf16"`` or ``"fp32"``: what ``precision="auto"`` chose, or what was asked."""
+        return self.settings.precision
+
+    @property
+    def step_chunk(self) -> int:
+        """Envs per memory pass."""
+        return int(self.settings.step_chunk)
 
     # ------------------------------------------------------------ properties
     @property
@@ -492,21 +491,3 @@ class DreamWorld:
     def observations(self, obs_type: str, indices: Indices = None) -> np.ndarray:
         """Observations of envs ``indices``: frames for ``"rgb"``, token grids for ``"tokens"``."""
         return self.decode(indices) if obs_type == "rgb" else self.tokens(indices)
-
-
-def check_sampling_args(
-    temperature: float, top_k: int | None, sampling_steps: int, guidance: float = 1.0
-) -> None:
-    """Raise ``ValueError`` naming the argument when a sampling setting is invalid."""
-    if isinstance(guidance, bool) or not isinstance(guidance, int | float) or guidance < 0:
-        raise ValueError(f"guidance must be a number >= 0 (1 = off), got {guidance!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or temperature < 0:
-        raise ValueError(f"temperature must be a number >= 0 (0 = argmax), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
-    if (
-        isinstance(sampling_steps, bool)
-        or not isinstance(sampling_steps, int)
-        or sampling_steps < 1
-    ):
-        raise ValueError(f"sampling_steps must be a positive int, got {sampling_steps!r}")
