@@ -52,6 +52,8 @@ from elworld.model.idm import (
     predict_keys,
 )
 from elworld.train.end import EndEpisode, end_scores
+from elworld.world.dream import sample_next
+from elworld.world.settings import SamplingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -171,16 +173,17 @@ def _rollout(
     temperature: float,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Dream ``H`` steps from real ``context (S, k, T)`` driven by ``actions (S, H, 22)``: tokens ``(S, H, T)``."""
-    k = context.shape[1]
+    """Dream ``H`` steps from real ``context (S, k, T)`` driven by ``actions (S, H, 22)``: tokens ``(S, H, T)``.
+
+    Each step is the dream's own (``world.dream.sample_next``), one memory pass over the S starts.
+    """
+    settings = SamplingSettings(
+        temperature=temperature, top_k=config.top_k, sampling_steps=config.sampling_steps,
+        guidance=config.guidance, precision=config.precision,
+    )  # fmt: skip
     ctx, dream = context, []
     for h in range(actions.shape[1]):
-        with autocast(context.device, config.precision):
-            sample = memory.sample(
-                ctx[:, -1], actions[:, h], ctx[:, :-1] if k > 1 else None, temperature=temperature,
-                top_k=config.top_k, steps=config.sampling_steps, guidance=config.guidance,
-                generator=generator,
-            )  # fmt: skip
+        sample = sample_next(memory, ctx, actions[:, h], settings, generator)
         ctx = torch.cat([ctx[:, 1:], sample.tokens[:, None]], dim=1)
         dream.append(sample.tokens)
     return torch.stack(dream, dim=1)

@@ -410,7 +410,6 @@ class DreamWorld:
         assert actions.shape == (len(index), self.action_dim)
         rows = torch.as_tensor(index, device=self.device)
         history = self.history[rows]  # (n, K, T)
-        context = history[:, :-1] if self.context_frames > 1 else None  # (n, K-1, T)
         action = torch.as_tensor(actions, device=self.device).float()  # (n, A)
         if self.end_model is not None:  # the chance the game ends on this step, from frames so far
             hazard, self.end_state[rows] = self.end_model.step(
@@ -418,32 +417,7 @@ class DreamWorld:
             )
             draw = torch.rand(len(index), generator=self.generator, device=self.device)
             terminated = (draw < hazard).cpu().numpy()
-        parts = []
-        for low in range(0, len(index), self.step_chunk):  # cache-sized passes (see step_chunk)
-            part = slice(low, low + self.step_chunk)
-            with autocast(self.device, self.precision):
-                parts.append(
-                    self.memory.sample(
-                        history[part, -1],
-                        action[part],
-                        None if context is None else context[part],
-                        temperature=self.temperature,
-                        top_k=self.top_k,
-                        steps=self.sampling_steps,
-                        guidance=self.guidance,
-                        generator=self.generator,
-                    )
-                )
-        sample = (
-            parts[0]
-            if len(parts) == 1
-            else MemorySample(
-                *(
-                    torch.cat([getattr(p, f) for p in parts])
-                    for f in ("tokens", "reward", "end_prob")
-                )
-            )
-        )
+        sample = sample_next(self.memory, history, action, self.settings, self.generator)
         tokens = sample.tokens.long()  # (n, T)
         self.history[rows] = torch.cat([history[:, 1:], tokens[:, None]], dim=1)  # (n, K, T)
         self._cached[index] = False
@@ -491,3 +465,41 @@ class DreamWorld:
     def observations(self, obs_type: str, indices: Indices = None) -> np.ndarray:
         """Observations of envs ``indices``: frames for ``"rgb"``, token grids for ``"tokens"``."""
         return self.decode(indices) if obs_type == "rgb" else self.tokens(indices)
+
+
+def sample_next(
+    memory: MemoryModel,
+    history: torch.Tensor,
+    action: torch.Tensor,
+    settings: SamplingSettings,
+    generator: torch.Generator,
+) -> MemorySample:
+    """The next frame of dreams with token histories ``(n, K, T)`` under keys ``(n, A)``.
+
+    The one way a dream steps (``DreamWorld.step``, ``elworld eval``'s open-loop
+    rollouts): memory passes over ``settings.step_chunk`` dreams at a time
+    (all ``n`` when ``None``), under the settings' precision, all drawing from
+    ``generator``. Chunking changes the order of the draws, not what is sampled.
+    """
+    n, K = history.shape[0], history.shape[1]
+    chunk = settings.step_chunk or n
+    parts = []
+    for low in range(0, n, chunk):  # cache-sized passes (see SamplingSettings.step_chunk)
+        part = slice(low, low + chunk)
+        with autocast(history.device, settings.precision):
+            parts.append(
+                memory.sample(
+                    history[part, -1],
+                    action[part],
+                    history[part, :-1] if K > 1 else None,  # (c, K-1, T)
+                    temperature=settings.temperature,
+                    top_k=settings.top_k,
+                    steps=settings.sampling_steps,
+                    guidance=settings.guidance,
+                    generator=generator,
+                )
+            )
+    if len(parts) == 1:
+        return parts[0]
+    fields = ("tokens", "reward", "end_prob")
+    return MemorySample(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
