@@ -21,7 +21,7 @@ COMMAND_MODULES = (
     "elworld.record.cli",  # collect, record
     "elworld.train.cli",  # train vision|memory
     "elworld.checkpoint.migration",  # migrate-checkpoints
-    "elworld.eval.evaluate",  # eval
+    "elworld.eval.cli",  # eval
     "elworld.control.cli",  # eval control (parser "eval-control", see NESTED_COMMANDS)
     "elworld.play.cli",  # play, rollout, demo
     "elworld.play.keys_figure",  # keys-figure

@@ -12,7 +12,7 @@ import torch
 
 from elworld.cli import main
 from elworld.data import find_episodes
-from elworld.eval.evaluate import PSNR_CAP, precision_recall, psnr, ssim
+from elworld.eval.metrics import PSNR_CAP, precision_recall, psnr, ssim
 from elworld.keys import KEY_INDEX
 from elworld.model.idm import IDMConfig, InverseDynamicsModel
 from elworld.train.idm import save_idm
@@ -246,7 +246,7 @@ def test_eval_rejects_an_idm_of_another_frame_skip(
 
 
 def test_eval_refuses_recordings_at_another_frame_skip() -> None:
-    from elworld.eval.evaluate import check_world_rate
+    from elworld.eval.cli import check_world_rate
 
     check_world_rate({"frame_skip": 4}, {"frame_skip": 4}, Path("m"), Path("d"))
     check_world_rate({}, {"frame_skip": 2}, Path("m"), Path("d"))  # older world: unknown
