@@ -45,3 +45,34 @@ def add_small_model_arguments(parser: argparse.ArgumentParser, *, epochs: int) -
     parser.add_argument(
         "--device", default="auto", help="auto | cpu | cuda[:N] (default: %(default)s)"
     )
+
+
+def add_fit_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    max_episodes_help: str,
+    val_fraction: float,
+    val_help: str,
+    batch_size: int,
+    batch_unit: str,
+    lr: float,
+    optimizer: str,
+) -> None:
+    """``--max-episodes``, ``--val-fraction``, ``--batch-size`` and ``--lr``: the data and
+    optimiser flags of the small trainers (``elworld train idm`` / ``end``)."""
+    parser.add_argument(
+        "--max-episodes", type=int, default=None, metavar="N", help=max_episodes_help
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=val_fraction,
+        help=f"{val_help} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=batch_size,
+        help=f"{batch_unit} per step (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lr", type=float, default=lr, help=f"{optimizer} learning rate (default: %(default)s)"
+    )

@@ -12,7 +12,6 @@ import torch
 
 from elworld.keys import check_action
 from elworld.world.dream import DreamWorld
-from elworld.world.settings import SamplingSettings
 from elworld_gym.common import (
     RENDER_FPS,
     RENDER_MODES,
@@ -154,15 +153,13 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
             start_observations=start_observations,
             num_envs=1,
             device=device,
+            temperature=temperature,
+            top_k=top_k,
+            sampling_steps=sampling_steps,
+            guidance=guidance,
+            precision=precision,
+            compile=compile,
             end_model=end_model,
-            settings=SamplingSettings(
-                temperature=temperature,
-                top_k=top_k,
-                sampling_steps=sampling_steps,
-                guidance=guidance,
-                precision=precision,
-                compile=compile,
-            ),
         )
         # The world plays at its recordings' rate (35 / frame skip for ViZDoom) when known.
         rate = self.world.steps_per_second

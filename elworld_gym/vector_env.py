@@ -13,7 +13,6 @@ from gymnasium.vector.utils import batch_space
 
 from elworld.keys import check_action
 from elworld.world.dream import DreamWorld
-from elworld.world.settings import SamplingSettings
 from elworld_gym.common import (
     RENDER_FPS,
     RENDER_MODES,
@@ -93,16 +92,14 @@ class DreamVectorEnv(VectorEnv):
             start_observations=start_observations,
             num_envs=num_envs,
             device=device,
+            temperature=temperature,
+            top_k=top_k,
+            sampling_steps=sampling_steps,
+            guidance=guidance,
+            precision=precision,
+            compile=compile,
             end_model=end_model,
-            settings=SamplingSettings(
-                temperature=temperature,
-                top_k=top_k,
-                sampling_steps=sampling_steps,
-                guidance=guidance,
-                precision=precision,
-                compile=compile,
-                step_chunk=step_chunk,
-            ),
+            step_chunk=step_chunk,
         )
         self.num_envs = num_envs
         # The world plays at its recordings' rate (35 / frame skip for ViZDoom) when known.

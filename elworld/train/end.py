@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from elworld.cli_args import add_small_model_arguments, command_line
+from elworld.cli_args import add_fit_arguments, add_small_model_arguments, command_line
 from elworld.data import build_token_cache, find_episodes, load_tokens, read_labels, split_episodes
 from elworld.model.end import EndConfig, EndModel
 
@@ -246,20 +246,11 @@ def register_train(models: argparse._SubParsersAction) -> None:
         help="token cache root (default: DATA/.elworld-cache; tokens go to CACHE/tokens)",
     )  # fmt: skip
     add_small_model_arguments(parser, epochs=40)
-    parser.add_argument(
-        "--max-episodes", type=int, default=None, metavar="N",
-        help="use only the first N episodes of --data (sorted by name)",
+    add_fit_arguments(
+        parser, max_episodes_help="use only the first N episodes of --data (sorted by name)",
+        val_fraction=0.05, val_help="share of --data held out for validation when --val-data is not given",
+        batch_size=16, batch_unit="episodes", lr=3e-3, optimizer="Adam",
     )  # fmt: skip
-    parser.add_argument(
-        "--val-fraction", type=float, default=0.05,
-        help="share of --data held out for validation when --val-data is not given (default: %(default)s)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--batch-size", type=int, default=16, help="episodes per step (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--lr", type=float, default=3e-3, help="Adam learning rate (default: %(default)s)"
-    )
     parser.add_argument(
         "--hidden", type=int, default=64, help="GRU state size (default: %(default)s)"
     )

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from elworld.cli_args import add_small_model_arguments, command_line
+from elworld.cli_args import add_fit_arguments, add_small_model_arguments, command_line
 from elworld.data import find_episodes, iter_frames, read_labels, split_episodes
 from elworld.keys import KEY_INDEX
 from elworld.model.idm import (
@@ -217,20 +217,12 @@ def register_train(models: argparse._SubParsersAction) -> None:
         "--data", type=Path, required=True, help="folder of real training .npz episodes"
     )
     add_small_model_arguments(parser, epochs=30)
-    parser.add_argument(
-        "--max-episodes", type=int, default=None, metavar="N",
-        help="use only the first N episodes (sorted by name); ~50 are enough, ~200 are better",
+    add_fit_arguments(
+        parser,
+        max_episodes_help="use only the first N episodes (sorted by name); ~50 are enough, ~200 are better",
+        val_fraction=0.1, val_help="share of the episodes held out for validation",
+        batch_size=64, batch_unit="windows", lr=2e-3, optimizer="AdamW",
     )  # fmt: skip
-    parser.add_argument(
-        "--val-fraction", type=float, default=0.1,
-        help="share of the episodes held out for validation (default: %(default)s)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--batch-size", type=int, default=64, help="windows per step (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--lr", type=float, default=2e-3, help="AdamW learning rate (default: %(default)s)"
-    )
     parser.add_argument(
         "--width", type=int, default=64, help="conv channels (default: %(default)s)"
     )

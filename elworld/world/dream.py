@@ -70,6 +70,18 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _setting(name: str, settable: bool = False) -> property:
+    """A ``DreamWorld`` attribute that reads (and, if ``settable``, replaces) ``settings.<name>``."""
+
+    def get(world: DreamWorld) -> object:
+        return getattr(world.settings, name)
+
+    def put(world: DreamWorld, value: object) -> None:
+        world.settings = replace(world.settings, **{name: value})  # checked by SamplingSettings
+
+    return property(get, put if settable else None, doc=f"``settings.{name}``")
+
+
 class DreamWorld:
     """N dream worlds stepped together by one memory model and one vision model.
 
@@ -189,37 +201,15 @@ class DreamWorld:
         )
 
     # --------------------------------------------------------------- settings
-    @property
-    def temperature(self) -> float:
-        """The sampling temperature of the next step (``play`` changes it live)."""
-        return float(self.settings.temperature)
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        self.settings = replace(self.settings, temperature=float(value))  # checked there
-
-    @property
-    def top_k(self) -> int | None:
-        return self.settings.top_k
-
-    @property
-    def sampling_steps(self) -> int:
-        return self.settings.sampling_steps
-
-    @property
-    def guidance(self) -> float:
-        """The guidance scale in use (the recommended one when none was given)."""
-        return float(self.settings.guidance)
-
-    @property
-    def precision(self) -> str:
-        """``"bf16"`` or ``"fp32"``: what ``precision="auto"`` chose, or what was asked."""
-        return self.settings.precision
-
-    @property
-    def step_chunk(self) -> int:
-        """Envs per memory pass."""
-        return int(self.settings.step_chunk)
+    # The resolved settings, read as attributes (``world.guidance``, ``world.precision``: what
+    # ``precision="auto"`` chose). Only the temperature changes live (play's F7 / F9), checked
+    # like any setting.
+    top_k = _setting("top_k")
+    sampling_steps = _setting("sampling_steps")
+    guidance = _setting("guidance")
+    precision = _setting("precision")
+    step_chunk = _setting("step_chunk")
+    temperature = _setting("temperature", settable=True)
 
     # ------------------------------------------------------------ properties
     @property
