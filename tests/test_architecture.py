@@ -22,6 +22,7 @@ FLOORS: dict[str, int] = {
     "elworld.frames": 1,
     "elworld.atomic": 1,
     "elworld.cli_args": 1,
+    "elworld.policy": 1,  # the one policy interface
     # 2: recordings, datasets, checkpoint files.
     "elworld.record": 2,
     "elworld.data": 2,
