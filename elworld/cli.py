@@ -1,8 +1,9 @@
 """The ``elworld`` command line: one subcommand per pipeline stage.
 
 Each stage's module exposes ``register(subparsers)``, which adds its parser and
-sets ``func(args) -> int``; this module assembles them, and ``command_line()``
-gives every stage the same record of how it was run.
+sets ``func(args) -> int``; this module assembles them. It is the top of the
+import plan (it may import every floor); the argument helpers the stages share
+live in ``elworld.cli_args``, the bottom floor.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import shlex
 import sys
-from pathlib import Path
 
 from elworld import __version__
 
@@ -22,11 +21,14 @@ COMMAND_MODULES = (
     "elworld.record.cli",  # collect, record
     "elworld.train.cli",  # train vision|memory
     "elworld.checkpoint.migration",  # migrate-checkpoints
-    "elworld.evaluate",  # eval
+    "elworld.eval.cli",  # eval
     "elworld.control.cli",  # eval control (parser "eval-control", see NESTED_COMMANDS)
     "elworld.play.cli",  # play, rollout, demo
     "elworld.play.keys_figure",  # keys-figure
 )
+# Trainers that sit above train/ (CMA-ES steps the dream, elworld.world, one floor higher), so
+# train/cli.py cannot import them: each module's register_train(models) adds ``elworld train X``.
+UPPER_TRAINERS = ("elworld.control.cli",)  # train control
 # ``elworld eval control`` has its own parser: ``eval``'s required flags keep argparse from
 # nesting a subcommand under it, so main() renames the two words to the parser's name.
 NESTED_COMMANDS = {("eval", "control"): "eval-control"}
@@ -38,41 +40,6 @@ def _route(argv: list[str]) -> list[str]:
     if first is not None and tuple(argv[first : first + 2]) in NESTED_COMMANDS:
         return [*argv[:first], NESTED_COMMANDS[tuple(argv[first : first + 2])], *argv[first + 2 :]]
     return argv
-
-
-def command_line() -> str:
-    """This process's command line, as recorded in training info and reports.
-
-    ``elworld ...`` under the console script, else ``sys.argv`` joined
-    (``torchrun``, ``python -m``, a test).
-    """
-    argv = sys.argv
-    if argv and Path(argv[0]).name == "elworld":
-        return "elworld " + shlex.join(argv[1:])
-    return shlex.join(argv)
-
-
-def add_small_model_arguments(parser: argparse.ArgumentParser, *, epochs: int) -> None:
-    """``--out``, ``--epochs``, ``--time-limit``, ``--seed`` and ``--device``: the run
-    options of the small single-process trainers (``elworld train idm`` / ``end``)."""
-    parser.add_argument(
-        "--out", type=Path, default=Path("checkpoints"),
-        help="checkpoint root (default: %(default)s)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--epochs", type=int, default=epochs, help="epochs to train (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--time-limit", type=float, default=None, metavar="MIN",
-        help="stop after the epoch in which MIN minutes of training have passed",
-    )  # fmt: skip
-    parser.add_argument(
-        "--seed", type=int, default=0,
-        help="seed for initialisation, data order and the split (default: %(default)s)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--device", default="auto", help="auto | cpu | cuda[:N] (default: %(default)s)"
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+        added = importlib.import_module(name).register(subparsers)
+        if name == "elworld.train.cli":
+            for trainer in UPPER_TRAINERS:
+                importlib.import_module(trainer).register_train(added)
     return parser
 
 

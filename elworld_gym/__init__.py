@@ -23,9 +23,9 @@ ENV_ID = "ElWorldDream-v0"
 MAX_EPISODE_STEPS = 1200
 
 if TYPE_CHECKING:
+    from elworld.world.dream import DreamWorld
     from elworld_gym.dream_env import DreamEnv
     from elworld_gym.vector_env import DreamVectorEnv
-    from elworld_gym.world import DreamWorld
 
 __all__ = [
     "ENV_ID",
@@ -60,7 +60,7 @@ def __getattr__(name: str) -> object:
 
         return DreamVectorEnv
     if name == "DreamWorld":
-        from elworld_gym.world import DreamWorld
+        from elworld.world.dream import DreamWorld
 
         return DreamWorld
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from elworld_gym.world import OBS_TYPES, DreamStep, DreamWorld
+from elworld.world.dream import OBS_TYPES, DreamStep, DreamWorld
 
 RENDER_MODES = ["human", "rgb_array"]
 RENDER_FPS = 20  # the original recordings' frame rate

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from elworld.keys import check_action
+from elworld.world.dream import DreamWorld
 from elworld_gym.common import (
     RENDER_FPS,
     RENDER_MODES,
@@ -19,7 +20,6 @@ from elworld_gym.common import (
     reset_option,
     step_outcomes,
 )
-from elworld_gym.world import DreamWorld
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from elworld.keys import check_action
+from elworld.world.dream import DreamWorld
 from elworld_gym.common import (
     RENDER_FPS,
     RENDER_MODES,
@@ -20,7 +21,6 @@ from elworld_gym.common import (
     reset_option,
     step_outcomes,
 )
-from elworld_gym.world import DreamWorld
 
 
 class DreamVectorEnv(VectorEnv):

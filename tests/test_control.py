@@ -27,8 +27,8 @@ from elworld.control.train import ControlTrainConfig, split_bank, train_control,
 from elworld.control.world_info import describe_world, resolve_keys
 from elworld.keys import KEY_INDEX, NUM_KEYS
 from elworld.model.memory import MemoryModel
-from elworld_gym.loading import CHECKPOINTS_ENV_VAR, resolve_checkpoints
-from elworld_gym.world import DreamWorld
+from elworld.world.dream import DreamWorld
+from elworld.world.loading import CHECKPOINTS_ENV_VAR, resolve_checkpoints
 
 from conftest import torch_threads
 

@@ -21,8 +21,8 @@ from elworld.frames import frames_to_tensor, resize_frames
 from elworld.keys import KEY_INDEX, NUM_KEYS
 from elworld.model.memory import MemoryModel
 from elworld.model.vision import VisionModel
+from elworld.world.dream import DreamWorld
 from elworld_gym.dream_env import DreamEnv
-from elworld_gym.world import DreamWorld
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

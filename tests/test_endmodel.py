@@ -12,17 +12,11 @@ import torch
 
 from elworld.checkpoint import best_model_dir, save_checkpoint
 from elworld.cli import main
-from elworld.endmodel import (
-    EndConfig,
-    EndEpisode,
-    EndModel,
-    check_end_model_fits,
-    end_scores,
-    train_end_model,
-)
+from elworld.model.end import EndConfig, EndModel, check_end_model_fits
 from elworld.model.memory import MemoryConfig
 from elworld.record.writer import write_episode
-from elworld_gym.world import DreamWorld
+from elworld.train.end import EndEpisode, end_scores, train_end_model
+from elworld.world.dream import DreamWorld
 from tests.conftest import TINY_IMAGE, sliding_square_clip
 
 HIT = 3  # the token a "hit" frame is full of

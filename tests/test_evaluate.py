@@ -12,9 +12,10 @@ import torch
 
 from elworld.cli import main
 from elworld.data import find_episodes
-from elworld.evaluate import PSNR_CAP, precision_recall, psnr, ssim
-from elworld.idm import IDMConfig, InverseDynamicsModel, save_idm
+from elworld.eval.metrics import PSNR_CAP, precision_recall, psnr, ssim
 from elworld.keys import KEY_INDEX
+from elworld.model.idm import IDMConfig, InverseDynamicsModel
+from elworld.train.idm import save_idm
 
 from conftest import sliding_square_clip, torch_threads
 
@@ -169,7 +170,7 @@ def test_eval_with_an_idm_reports_its_scores(tiny_checkpoints: Path, tmp_path: P
 def test_eval_idm_scores_follow_its_predictions(tiny_checkpoints: Path, tmp_path: Path) -> None:
     """An IDM that always answers 'right' scores F1 1 wherever right is the only key held."""
     from elworld.checkpoint import load_model
-    from elworld.evaluate import EvalConfig, evaluate
+    from elworld.eval.evaluate import EvalConfig, evaluate
     from elworld.model.memory import MemoryModel
     from elworld.model.vision import VisionModel
 
@@ -192,9 +193,9 @@ def test_eval_idm_scores_effective_keys(
     tiny_checkpoints: Path, tmp_path: Path, monkeypatch
 ) -> None:
     """Left+right held together count as neither in every IDM score; the dream still gets them."""
-    import elworld.evaluate as evaluate_module
+    import elworld.eval.evaluate as evaluate_module
     from elworld.checkpoint import load_model
-    from elworld.evaluate import EvalConfig, evaluate
+    from elworld.eval.evaluate import EvalConfig, evaluate
     from elworld.model.memory import MemoryModel
     from elworld.model.vision import VisionModel
 
@@ -245,7 +246,7 @@ def test_eval_rejects_an_idm_of_another_frame_skip(
 
 
 def test_eval_refuses_recordings_at_another_frame_skip() -> None:
-    from elworld.evaluate import check_world_rate
+    from elworld.eval.cli import check_world_rate
 
     check_world_rate({"frame_skip": 4}, {"frame_skip": 4}, Path("m"), Path("d"))
     check_world_rate({}, {"frame_skip": 2}, Path("m"), Path("d"))  # older world: unknown

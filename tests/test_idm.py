@@ -12,13 +12,12 @@ import torch
 
 from elworld.checkpoint import best_model_dir
 from elworld.cli import main
-from elworld.idm import (
+from elworld.keys import KEY_INDEX, KEY_NAMES
+from elworld.model.idm import (
     MIRROR_PAIRS,
     OPPOSING_KEYS,
     IDMConfig,
     InverseDynamicsModel,
-    _load_windows,
-    _mirror_columns,
     check_frame_skip,
     effective_keys,
     frames_to_bands,
@@ -26,11 +25,9 @@ from elworld.idm import (
     idm_windows,
     macro_f1,
     predict_keys,
-    save_idm,
-    train_idm,
     window_labels,
 )
-from elworld.keys import KEY_INDEX, KEY_NAMES
+from elworld.train.idm import _load_windows, _mirror_columns, save_idm, train_idm
 
 HEIGHT, WIDTH = 8, 48
 SYNTH = dict(image_height=HEIGHT, image_width=WIDTH, bands=2, cols=WIDTH, width=16, dropout=0.0)

@@ -23,7 +23,7 @@ import pytest
 
 import elworld
 from elworld.cli import main
-from elworld_gym import loading
+from elworld.world import loading
 
 try:
     import tomllib
@@ -93,7 +93,7 @@ DREAM_SCRIPT = textwrap.dedent(
     import elworld, elworld_gym
     from elworld.checkpoint import CheckpointError
     from elworld.frames import FRAME_HEIGHT, FRAME_WIDTH
-    from elworld_gym.loading import bundled_checkpoints_root
+    from elworld.world.loading import bundled_checkpoints_root
 
     env = gym.make("elworld_gym:ElWorldDream-v0")
     obs, info = env.reset(seed=0)

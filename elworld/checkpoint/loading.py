@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file as _load_safetensors
 
 from elworld.checkpoint.layout import (
@@ -155,37 +156,70 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def _weight_shapes(folder: Path) -> dict[str, tuple[int, ...]] | None:
+    """Tensor shapes of ``model.safetensors`` from its header alone (no tensor is read).
+
+    ``None`` for a legacy ``model.pth``, which has no header to read apart.
+    """
+    file = _weights_file(folder)
+    if file.name != WEIGHTS_FILE:
+        return None
+    try:
+        with safe_open(str(file), framework="pt") as weights:
+            return {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}  # noqa: SIM118
+    except Exception as error:  # safetensors raises its own error type
+        raise CheckpointError(f"{file} could not be read (corrupt?): {error}") from error
+
+
+def _fit_problems(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]) -> str:
+    """What differs between a model's tensor shapes and a checkpoint's ("" when they fit)."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = [
+        f"{key}: checkpoint {found[key]} vs model {expected[key]}"
+        for key in sorted(set(found) & set(expected))
+        if found[key] != expected[key]
+    ]
+    problems = [
+        f"missing keys {missing}" if missing else "",
+        f"unexpected keys {unexpected}" if unexpected else "",
+        f"shape mismatches [{'; '.join(shapes)}]" if shapes else "",
+    ]
+    return "; ".join(p for p in problems if p)
+
+
 def load_model(path: str | os.PathLike, model_cls: type, device: str | torch.device = "cpu") -> Any:
     """Build ``model_cls(config)`` from a checkpoint and load its weights strictly.
 
-    ``model_cls`` needs ``config_class`` and ``kind`` attributes. Weights are cast
-    to the model's own dtypes. Returns the model on ``device`` in eval mode.
+    ``model_cls`` needs ``config_class`` and ``kind`` attributes. A world that
+    someone shares is untrusted input, so the config is checked against the
+    weights before anything is allocated: the model is first built on the
+    ``meta`` device (shapes, no storage) and its shapes compared with the
+    safetensors header. Weights are cast to the model's own dtypes. Returns the
+    model on ``device`` in eval mode.
+
+    Raises:
+        CheckpointError: naming ``config.json`` when it does not fit the weights.
     """
     folder = _checkpoint_dir(path)
     config = load_config(folder, model_cls.config_class, kind=model_cls.kind)
-    model = model_cls(config)
-    state = load_state_dict(folder)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [
-        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
-        for key in sorted(set(state) & set(expected))
-        if state[key].shape != expected[key].shape
-    ]
-    if missing or unexpected or shapes:
-        problems = [
-            f"missing keys {missing}" if missing else "",
-            f"unexpected keys {unexpected}" if unexpected else "",
-            f"shape mismatches [{'; '.join(shapes)}]" if shapes else "",
-        ]
+    with torch.device("meta"):
+        skeleton = model_cls(config)
+    expected = {key: tuple(t.shape) for key, t in skeleton.state_dict().items()}
+    header = _weight_shapes(folder)
+    if header is not None and (problems := _fit_problems(expected, header)):
         raise CheckpointError(
-            f"weights in {folder} do not fit {model_cls.__name__}: "
-            + "; ".join(p for p in problems if p)
+            f"weights in {folder} do not fit {model_cls.__name__} as its "
+            f"{folder / CONFIG_FILE} describes it (checked before building): {problems}"
         )
+    state = load_state_dict(folder)
+    if problems := _fit_problems(expected, {key: tuple(t.shape) for key, t in state.items()}):
+        raise CheckpointError(f"weights in {folder} do not fit {model_cls.__name__}: {problems}")
+    model = model_cls(config)
+    dtypes = {key: t.dtype for key, t in model.state_dict().items()}
     for key, tensor in state.items():
-        if tensor.is_floating_point() and expected[key].is_floating_point():
-            state[key] = tensor.to(expected[key].dtype)
+        if tensor.is_floating_point() and dtypes[key].is_floating_point:
+            state[key] = tensor.to(dtypes[key])
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
 

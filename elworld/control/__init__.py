@@ -1,6 +1,6 @@
 """Control: agents trained inside the dream, scored in the real game.
 
-- :mod:`.policy`: ``ControlConfig`` / ``ControlPolicy``, a linear (or tiny MLP)
+- ``elworld.model.policy``: ``ControlConfig`` / ``ControlPolicy``, a linear (or tiny MLP)
   policy over pooled vision-codebook features of the token grid.
 - :mod:`.rollout`: many policies played in many dreams, batched.
 - :mod:`.train`: ``elworld train control``, CMA-ES in the dream only.
@@ -12,6 +12,6 @@
 from __future__ import annotations
 
 from elworld.control.agent import Agent
-from elworld.control.policy import ControlConfig, ControlPolicy
+from elworld.model.policy import ControlConfig, ControlPolicy
 
 __all__ = ["Agent", "ControlConfig", "ControlPolicy"]

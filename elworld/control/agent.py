@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from elworld.control.policy import ControlPolicy
 from elworld.control.world_info import WorldInfo, check_same_world, recorded_world, resolve_world
 from elworld.frames import frames_to_tensor, resize_frames
+from elworld.model.policy import ControlPolicy
 from elworld.model.vision import VisionModel
 
 

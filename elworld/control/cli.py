@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elworld.cli import command_line
+from elworld.cli_args import command_line
 from elworld.model.common import PRECISIONS
 
 logger = logging.getLogger(__name__)
@@ -292,7 +292,6 @@ def _frame_skip(flag: int | None, recorded: int | None, memory: str) -> int:
 
 def run_eval_control(args: argparse.Namespace) -> int:
     """``elworld eval control``."""
-    from elworld.checkpoint import recommended_guidance
     from elworld.control.agent import Agent
     from elworld.control.evaluate import (
         POLICIES,
@@ -307,6 +306,7 @@ def run_eval_control(args: argparse.Namespace) -> int:
     from elworld.keys import KEY_NAMES
     from elworld.record.doom import DoomEnv, DoomKeyMapping
     from elworld.train.distributed import resolve_device
+    from elworld.world.settings import resolve_guidance
 
     policies = [name.strip() for name in args.policies.split(",") if name.strip()]
     if not policies or set(policies) - set(POLICIES):
@@ -343,9 +343,7 @@ def run_eval_control(args: argparse.Namespace) -> int:
             agent, policies, first_frames, keys=keys, settings=settings, seed=args.seed,
             max_steps=max_steps, vision=world.vision, memory=world.memory, end=world.end,
         )  # fmt: skip
-    guidance = args.guidance
-    if guidance is None:
-        guidance = recommended_guidance(world.memory)
+    guidance = resolve_guidance(args.guidance, world.memory)
     facts = {
         "agent": str(args.agent),
         "agent_choices": list(agent.choices),

@@ -39,9 +39,9 @@ from elworld.control.rollout import (
     dream_rollouts,
     still_stacks,
 )
-from elworld.keys import NUM_KEYS
+from elworld.policy import NoKeysPolicy, Policy
 from elworld.record.collect import make_policy
-from elworld_gym.world import DreamWorld
+from elworld.world.dream import DreamWorld
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,10 @@ class DreamSettings:
 
 
 class _AgentPlayer:
+    """An agent as an ``elworld.policy.Policy`` in the real game."""
+
+    name = "agent"
+
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
 
@@ -76,21 +80,13 @@ class _AgentPlayer:
         return self.agent.act(frame)
 
 
-class _NoKeyPlayer:
-    def reset(self, seed: int | None = None) -> None:
-        pass
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        return np.zeros(NUM_KEYS, dtype=np.uint8)
-
-
-def _player(name: str, agent: Agent | None, keys: Sequence[int]):
+def _player(name: str, agent: Agent | None, keys: Sequence[int]) -> Policy:
     if name == "agent":
         if agent is None:
             raise ValueError("the agent policy needs an agent")
         return _AgentPlayer(agent)
     if name == "none":
-        return _NoKeyPlayer()
+        return NoKeysPolicy()
     return make_policy(name, keys)
 
 

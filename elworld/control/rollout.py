@@ -30,10 +30,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from elworld.control.policy import ControlPolicy
 from elworld.keys import NUM_KEYS
+from elworld.model.policy import ControlPolicy
 from elworld.record.collect import RandomKeysPolicy, StickyKeysPolicy
-from elworld_gym.world import DreamWorld
+from elworld.world.dream import DreamWorld
 
 
 class DreamPolicy(Protocol):

@@ -33,7 +33,6 @@ from tqdm import tqdm
 
 from elworld import checkpoint
 from elworld.control.cmaes_state import ask_population, cma_state, new_cma, restore_cma
-from elworld.control.policy import NO_KEY, ControlConfig, ControlPolicy, default_choices
 from elworld.control.rollout import CandidatesPolicy, RolloutResult, agent_policy, dream_rollouts
 from elworld.control.world_info import (
     WORLD_INFO_KEY,
@@ -42,8 +41,9 @@ from elworld.control.world_info import (
     resolve_keys,
     resolve_world,
 )
+from elworld.model.policy import NO_KEY, ControlConfig, ControlPolicy, default_choices
 from elworld.model.vision import VisionConfig
-from elworld_gym.world import DreamWorld
+from elworld.world.dream import DreamWorld
 
 logger = logging.getLogger(__name__)
 

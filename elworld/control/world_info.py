@@ -18,7 +18,7 @@ from typing import Any
 
 from elworld import checkpoint
 from elworld.keys import KEY_INDEX
-from elworld_gym.loading import CheckpointPaths, resolve_checkpoints
+from elworld.world.loading import CheckpointPaths, resolve_checkpoints
 
 logger = logging.getLogger(__name__)
 

@@ -1,1 +1,5 @@
-"""Neural models: the VQ-VAE vision model and the transformer memory model."""
+"""Every network: ``vision`` (VQ-VAE), ``memory`` (next-frame transformer), ``end``
+(the episode-end GRU), ``idm`` (the inverse-dynamics judge) and ``policy`` (the
+control policy); ``common`` holds what they share (``LossOutput``, precision).
+Their trainers are in ``elworld.train``.
+"""

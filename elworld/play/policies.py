@@ -23,27 +23,17 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from elworld.keys import KEY_INDEX, NUM_KEYS, action_from_names, check_action
+from elworld.policy import Policy  # the one interface (re-exported here)
 
 POLICY_NAMES = ("random", "sticky", "keys")
 # Keys the scripted policies press by default: moving left and right means
 # something in every ElWorld game (the original and every Doom scenario), while
 # a key a checkpoint never saw held only shows the model an unseen action.
 DEFAULT_POLICY_KEYS = ("left", "right")
-
-
-class Policy(Protocol):
-    """``policy(frame) -> (22,) uint8 action``, restartable with ``reset(seed)``."""
-
-    name: str
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray: ...
-
-    def reset(self, seed: int | None = None) -> None: ...
 
 
 def parse_key_names(text: str, where: str = "key list") -> list[str]:

@@ -8,6 +8,7 @@ Held keys are tracked from KEYDOWN/KEYUP events, so events posted with
 ``pygame.event.post`` (tests, ``SDL_VIDEODRIVER=dummy``) drive it like a
 keyboard. With ``real_env`` (e.g. ViZDoom, see ``compare_doom``) the real game
 and the dream run in lockstep from the same keys, shown as real | dream.
+The overlays are ``hud.Hud``, the real game beside the dream ``lockstep.Lockstep``.
 
 Controls are the keys outside the 22-key layout (see ``CONTROLS``). F8 is a
 game key (index 0 of the layout), so the temperature is on F7 / F9.
@@ -18,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,8 @@ import numpy as np
 
 from elworld.keys import NUM_KEYS, action_names, pygame_key_codes
 from elworld.play.dream import check_scale, get_temperature, set_temperature
+from elworld.play.hud import Hud
+from elworld.play.lockstep import Lockstep
 from elworld.play.video import VideoRecorder
 
 logger = logging.getLogger(__name__)
@@ -46,8 +48,6 @@ CONTROLS: tuple[tuple[str, str], ...] = (
     ("F12", "save a screenshot"),
 )
 GAME_KEYS_HELP = "game keys: arrows z x 1 3 q w e r t a s d c f enter ctrl esc f8"
-MESSAGE_SECONDS = 3.0
-HUD_REFRESH_SECONDS = 0.5  # how often the HUD's FPS and step-time numbers change
 
 
 def controls_text() -> str:
@@ -117,13 +117,8 @@ class PlaySession:
         self._code_to_index: dict[int, int] = {}
         self._controls: dict[int, Callable[[], object]] = {}
         self._canvas = np.zeros((self.height, self.num_panes * self.width, 3), dtype=np.uint8)
-        self._real_frame: np.ndarray | None = None
-        self._step_seconds: deque[float] = deque(maxlen=1000)  # dream step latencies
-        self._step_stamps: deque[float] = deque(maxlen=int(self.config.fps * 2) + 2)
-        self._message, self._message_until = "", 0.0
-        self._hud_numbers = (0.0, 0.0)  # (FPS, step ms) as shown
-        self._hud_numbers_at = 0.0
-        self._text_cache: dict[int, tuple[str, tuple[int, int, int], Any]] = {}
+        self.lockstep = None if real_env is None else Lockstep(real_env, self.height, self.width)
+        self.hud = Hud(self.config.fps)
         self._started_at = 0.0
         self._screen: Any = None
 
@@ -151,11 +146,8 @@ class PlaySession:
         pygame.font.init()
         pygame.display.set_caption(self.config.title)
         self._surface = pygame.Surface((panes * self.width, self.height))
-        self._font = pygame.font.Font(None, 20)
-        self._line_height = self._font.get_linesize()
-        self._hud_background = pygame.Surface(size, pygame.SRCALPHA)
-        self._hud_background.fill((0, 0, 0, 150))
-        self._help = self._render_help()
+        help_lines = ["Controls"] + [f"{keys:<8} {what}" for keys, what in CONTROLS]
+        self.hud.open(pygame, size, [*help_lines, GAME_KEYS_HELP])
         self._clock = pygame.time.Clock()
         self._code_to_index = {
             code: i for i, codes in enumerate(pygame_key_codes()) for code in codes
@@ -176,19 +168,6 @@ class PlaySession:
         assert not set(self._controls) & set(self._code_to_index), "a control is a game key"
         self.restart(seed=self.config.seed)
         self._started_at = time.perf_counter()
-
-    def _render_help(self) -> Any:
-        pygame, font = self.pygame, self._font
-        lines = ["Controls"] + [f"{keys:<8} {what}" for keys, what in CONTROLS] + [GAME_KEYS_HELP]
-        rendered = [font.render(line, True, (255, 255, 255)) for line in lines]
-        pad = 10
-        width = max(s.get_width() for s in rendered) + 2 * pad
-        height = len(rendered) * self._line_height + 2 * pad
-        surface = pygame.Surface((width, height), pygame.SRCALPHA)
-        surface.fill((0, 0, 40, 210))
-        for i, line in enumerate(rendered):
-            surface.blit(line, (pad, pad + i * self._line_height))
-        return surface
 
     def close(self) -> None:
         """Finish a recording in progress and close the window; safe to call twice."""
@@ -256,10 +235,9 @@ class PlaySession:
 
     def restart(self, seed: int | None = None) -> None:
         """Start over: a new real start frame (with ``real_env``: a new real episode)."""
-        if self.real_env is not None:
-            real, _ = self.real_env.reset(seed=seed)
-            self._real_frame = self._fit(real)
-            dream, _ = self.env.reset(seed=seed, options={"observation": self._real_frame})
+        if self.lockstep is not None:
+            real = self.lockstep.reset(seed=seed)
+            dream, _ = self.env.reset(seed=seed, options={"observation": real})
         else:
             dream, _ = self.env.reset(seed=seed)
         self.step_count = 0
@@ -268,10 +246,10 @@ class PlaySession:
 
     def resync(self) -> None:
         """Restart the dream from the current real frame (``real_env`` only)."""
-        if self._real_frame is None:
+        if self.lockstep is None or self.lockstep.frame is None:
             self._say("F4 re-syncs to the real game: start with --compare")
             return
-        dream, _ = self.env.reset(options={"observation": self._real_frame})
+        dream, _ = self.env.reset(options={"observation": self.lockstep.frame})
         self._compose(dream)
         self._say("dream re-synced to the real frame")
 
@@ -306,23 +284,18 @@ class PlaySession:
         if self.paused:
             return
         action = self.action
-        real_over = False
-        if self.real_env is not None:
-            real, _, terminated, truncated, _ = self.real_env.step(action)
-            self._real_frame = self._fit(real)
-            real_over = terminated or truncated
+        real_over = self.lockstep.step(action) if self.lockstep is not None else False
         start = time.perf_counter()
         dream, _, terminated, truncated, _ = self.env.step(action)
         now = time.perf_counter()
-        self._step_seconds.append(now - start)
-        self._step_stamps.append(now)
+        self.hud.timed_step(now - start, now)
         self.step_count += 1
         self._compose(dream)
         if real_over:
             self.restart()
             self._say("the real episode ended: restarted")
         elif terminated or truncated:
-            if self.real_env is not None:
+            if self.lockstep is not None:
                 self.resync()
             else:
                 self.restart()
@@ -338,8 +311,7 @@ class PlaySession:
         if self.show_hud:
             self._draw_hud()
         if self.show_help:
-            rect = self._help.get_rect(center=self._screen.get_rect().center)
-            self._screen.blit(self._help, rect)
+            self.hud.draw_help(self._screen)
         pygame.display.flip()
 
     def run(self, max_frames: int | None = None) -> int:
@@ -364,7 +336,7 @@ class PlaySession:
     def stats(self) -> dict[str, float]:
         """Frames shown, seconds since ``open``, the achieved FPS, dream step p50/p95 (ms)."""
         seconds = time.perf_counter() - self._started_at if self._started_at else 0.0
-        steps = np.array(self._step_seconds) * 1000 if self._step_seconds else np.zeros(1)
+        steps = self.hud.step_ms()
         return {
             "frames": float(self.frames_shown),
             "seconds": seconds,
@@ -374,68 +346,20 @@ class PlaySession:
         }
 
     # --------------------------------------------------------------- helpers
-    def _fit(self, frame: np.ndarray) -> np.ndarray:
-        """A real frame at the dream's size."""
-        if frame.shape[:2] == (self.height, self.width):
-            return frame
-        from elworld.frames import resize_frames
-
-        return resize_frames(np.ascontiguousarray(frame), self.height, self.width)
-
     def _compose(self, dream: np.ndarray) -> None:
-        if self._real_frame is not None:
-            self._canvas[:, : self.width] = self._real_frame
+        if self.lockstep is not None and self.lockstep.frame is not None:
+            self._canvas[:, : self.width] = self.lockstep.frame
         self._canvas[:, -self.width :] = dream
 
     def _say(self, message: str) -> None:
-        self._message, self._message_until = message, time.perf_counter() + MESSAGE_SECONDS
-
-    def _measured(self) -> tuple[float, float]:
-        """(dream FPS, mean step ms), refreshed every ``HUD_REFRESH_SECONDS``."""
-        now = time.perf_counter()
-        if now - self._hud_numbers_at >= HUD_REFRESH_SECONDS:
-            stamps = [t for t in self._step_stamps if now - t <= 1.0]
-            fps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
-            recent = list(self._step_seconds)[-10:]
-            step_ms = 1000 * sum(recent) / len(recent) if recent else 0.0
-            self._hud_numbers, self._hud_numbers_at = (fps, step_ms), now
-        return self._hud_numbers
-
-    def _text(self, slot: int, text: str, color: tuple[int, int, int]) -> Any:
-        """The rendered ``text`` for HUD line ``slot``; re-rendered only when it changes."""
-        cached = self._text_cache.get(slot)
-        if cached is None or cached[0] != text or cached[1] != color:
-            cached = (text, color, self._font.render(text, True, color))
-            self._text_cache[slot] = cached
-        return cached[2]
+        self.hud.say(message)
 
     def _draw_hud(self) -> None:
-        white, red, amber = (255, 255, 255), (255, 90, 90), (255, 200, 60)
-        fps, step_ms = self._measured()
-        budget_ms = 1000 / self.config.fps
+        fps, _ = self.hud.measured()
         state = "  PAUSED" if self.paused else ""
-        lines = [
-            (
-                f"step {self.step_count}  dream {fps:.1f} FPS  T={self.temperature:.2f}{state}",
-                white,
-            ),
-            ("keys: " + (" ".join(action_names(self.action)) or "-"), white),
-        ]
-        if step_ms > budget_ms:
-            lines.append(
-                (f"model can't keep up: {step_ms:.0f} ms/step > {budget_ms:.0f} ms budget", red)
-            )
-        else:
-            lines.append((f"model {step_ms:.0f} ms/step (budget {budget_ms:.0f} ms)", white))
+        status = f"step {self.step_count}  dream {fps:.1f} FPS  T={self.temperature:.2f}{state}"
+        recording = None
         if self.recorder is not None:
-            lines.append((f"REC {self.recorder.path.name}  ({self.recorder.num_frames})", red))
-        if self._message and time.perf_counter() < self._message_until:
-            lines.append((self._message, amber))
-        lines.append(("F1 help", white))
-        surfaces = [self._text(i, text, color) for i, (text, color) in enumerate(lines)]
-        pad = 6
-        width = max(s.get_width() for s in surfaces) + 2 * pad
-        height = len(surfaces) * self._line_height + 2 * pad
-        self._screen.blit(self._hud_background, (0, 0), area=(0, 0, width, height))
-        for i, surface in enumerate(surfaces):
-            self._screen.blit(surface, (pad, pad + i * self._line_height))
+            recording = f"REC {self.recorder.path.name}  ({self.recorder.num_frames})"
+        keys = " ".join(action_names(self.action))
+        self.hud.draw(self._screen, self.hud.lines(status, keys, recording))

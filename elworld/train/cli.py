@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from elworld import checkpoint
-from elworld.cli import command_line
+from elworld.cli_args import command_line
 from elworld.data import (
     FrameDataset,
     TransitionDataset,
@@ -135,8 +135,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``elworld train vision`` and ``elworld train memory``."""
+def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Add ``elworld train vision|memory|idm|end``; return the model subparsers.
+
+    Trainers above this floor (``train control`` steps the dream, ``world/``)
+    are added to the returned subparsers by the dispatcher, ``elworld.cli``.
+    """
     parser = subparsers.add_parser(
         "train",
         help="train the vision or memory model",
@@ -278,15 +282,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "recommended scale)",
     )
     memory.set_defaults(func=run_train_memory)
-    from elworld.idm import register_train as register_idm  # elworld train idm
+    from elworld.train.idm import register_train as register_idm  # elworld train idm
 
     register_idm(models)
-    from elworld.endmodel import register_train as register_end  # elworld train end
+    from elworld.train.end import register_train as register_end  # elworld train end
 
     register_end(models)
-    from elworld.control.cli import register_train as register_control  # elworld train control
-
-    register_control(models)
+    return models
 
 
 def _parse_size(text: str) -> tuple[int, int]:

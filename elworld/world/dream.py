@@ -25,33 +25,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from gymnasium import spaces
 
-from elworld.checkpoint import recommended_guidance, recording_info
-from elworld.endmodel import EndModel, check_end_model_fits
+from elworld.checkpoint import recording_info
 from elworld.frames import frames_to_tensor, resize_frames, tensor_to_frames
-from elworld.model.common import autocast, check_models_fit, check_precision, resolve_precision
+from elworld.model.common import autocast, check_models_fit
+from elworld.model.end import EndModel, check_end_model_fits
 from elworld.model.memory import MemoryModel, MemorySample
 from elworld.model.vision import VisionModel
-from elworld_gym.loading import iter_start_frames, resolve_checkpoints, start_clip_flags
+from elworld.world.loading import iter_start_frames, resolve_checkpoints, start_clip_flags
+from elworld.world.settings import SamplingSettings, resolve_guidance
 
 logger = logging.getLogger(__name__)
 
 OBS_TYPES = ("rgb", "tokens")
 # An env whose end head says more than this has terminated.
 END_THRESHOLD = 0.5
-# Envs per memory pass on a CPU. A pass over many dreams at once outgrows the
-# caches ([n, 768, 512] logits alone are 25 MB at n = 16): on the 2-core dev
-# machine dreams stepped 2 at a time ran 2.0x the env-steps/s of one pass over
-# all of them at N = 16 and 2.9x at N = 64, flat in N (benchmarks/dream_step.py,
-# "one pass" column). Accelerators take all at once.
-CPU_STEP_CHUNK = 2
-
 Indices = Sequence[int] | np.ndarray | None
 
 
@@ -76,6 +70,18 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _setting(name: str, settable: bool = False) -> property:
+    """A ``DreamWorld`` attribute that reads (and, if ``settable``, replaces) ``settings.<name>``."""
+
+    def get(world: DreamWorld) -> object:
+        return getattr(world.settings, name)
+
+    def put(world: DreamWorld, value: object) -> None:
+        world.settings = replace(world.settings, **{name: value})  # checked by SamplingSettings
+
+    return property(get, put if settable else None, doc=f"``settings.{name}``")
+
+
 class DreamWorld:
     """N dream worlds stepped together by one memory model and one vision model.
 
@@ -90,17 +96,15 @@ class DreamWorld:
             one consecutive recording. A start's context never reaches into
             another clip (its first frame repeats instead).
         num_envs: N, the number of worlds.
-        temperature, top_k, sampling_steps, guidance: passed to
-            ``MemoryModel.sample`` (``temperature=0`` takes the argmax;
-            ``guidance`` > 1 is classifier-free guidance on the keys).
-        precision: ``"auto"`` (default) takes bf16 where the device runs it
-            natively (a CPU with AVX-512 BF16 or AMX, a CUDA device with bf16)
-            and fp32 elsewhere (``model.common.choose_precision``; the choice is
-            logged once and kept in ``self.precision``); ``"bf16"`` runs the
-            memory pass under bfloat16 autocast, ``"fp32"`` in full precision.
-        compile: ``torch.compile`` the memory model's forward pass (1.5x the
-            batched steps/s on a 2-core CPU, after a one-off ~1.5 min compile:
-            for agents' long runs, not for play).
+        settings: how every memory pass samples (``settings.SamplingSettings``;
+            default: its defaults), resolved once for this world's device and
+            N and kept as ``self.settings``: ``guidance=None`` is 1 (off) here
+            (``from_checkpoints`` takes the checkpoint's recommended scale);
+            ``precision="auto"`` takes bf16 where the device runs it natively
+            (a CPU with AVX-512 BF16 or AMX, a CUDA device with bf16) and fp32
+            elsewhere, logged once; ``compile`` runs the memory model under
+            ``torch.compile`` (1.5x the batched steps/s on a 2-core CPU after
+            a one-off ~1.5 min compile: for agents' long runs, not for play).
         names: how error messages name the two checkpoints.
         recordings: where the memory model's training data came from
             (``loading.recording_info``); sets ``steps_per_second``.
@@ -113,20 +117,13 @@ class DreamWorld:
         start_frames: Iterable[np.ndarray],
         *,
         num_envs: int = 1,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        sampling_steps: int = 1,
-        guidance: float = 1.0,
-        precision: str = "auto",
+        settings: SamplingSettings | None = None,
         names: tuple[str, str] = ("(not from a file)", "(not from a file)"),
         recordings: dict | None = None,
         start_first: np.ndarray | None = None,
-        compile: bool = False,
         end_model: EndModel | None = None,
-        step_chunk: int | None = None,
     ) -> None:
-        check_sampling_args(temperature, top_k, sampling_steps, guidance)
-        check_precision(precision)
+        settings = SamplingSettings() if settings is None else settings
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         check_models_fit(vision.config, memory.config, names[0], names[1])
@@ -139,20 +136,11 @@ class DreamWorld:
             check_end_model_fits(end_model.config, memory.config, names[1])
             end_model = end_model.to(next(memory.parameters()).device).eval()
         self.end_model = end_model
-        if compile:
-            self.memory.compile(dynamic=False)  # in place: sample()'s passes run compiled
         self.device = next(memory.parameters()).device
         self.num_envs = num_envs
-        if step_chunk is None:
-            step_chunk = CPU_STEP_CHUNK if self.device.type == "cpu" else num_envs
-        if isinstance(step_chunk, bool) or not isinstance(step_chunk, int) or step_chunk < 1:
-            raise ValueError(f"step_chunk must be a positive int, got {step_chunk!r}")
-        self.step_chunk = step_chunk
-        self.temperature = float(temperature)
-        self.top_k = top_k
-        self.sampling_steps = sampling_steps
-        self.guidance = float(guidance)
-        self.precision = resolve_precision(precision, self.device)  # "bf16" or "fp32"
+        self.settings = settings.resolve(self.device, num_envs)  # concrete: see SamplingSettings
+        if self.settings.compile:
+            self.memory.compile(dynamic=False)  # in place: sample()'s passes run compiled
         self.recordings = dict(recordings or {})  # where the world's training data came from
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(0)
@@ -178,27 +166,23 @@ class DreamWorld:
         start_observations: str | Path | np.ndarray | None = None,
         num_envs: int = 1,
         device: str | torch.device | None = None,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        sampling_steps: int = 1,
-        guidance: float | None = None,
-        precision: str = "auto",
-        compile: bool = False,
         end_model: str | Path | bool | None = None,
-        step_chunk: int | None = None,
+        settings: SamplingSettings | None = None,
+        **sampling: object,
     ) -> DreamWorld:
         """Load the models (see ``loading.resolve_checkpoints``) and encode the start bank.
 
-        ``guidance=None`` takes the memory checkpoint's recommended scale
-        (``training_info.json`` ``"sampling"``), else 1 (off). ``end_model``: an
-        episode-end checkpoint folder, ``False`` for none (the memory model's end
-        head decides), else the root's ``end/best_model`` when it has one.
+        ``settings`` (or its fields as keywords, ``temperature=0``, which
+        override it) say how the world samples; ``guidance=None`` takes the
+        memory checkpoint's recommended scale (``settings.resolve_guidance``).
+        ``end_model``: an episode-end checkpoint folder, ``False`` for none (the
+        memory model's end head decides), else the root's ``end/best_model``
+        when it has one.
         """
+        settings = replace(SamplingSettings() if settings is None else settings, **sampling)
         paths = resolve_checkpoints(checkpoints, vision, memory, end_model)
-        if guidance is None:
-            guidance = recommended_guidance(paths.memory)
-        check_sampling_args(temperature, top_k, sampling_steps, guidance)
         device = torch.device(device) if device is not None else default_device()
+        settings = replace(settings, guidance=resolve_guidance(settings.guidance, paths.memory))
         vision_model = VisionModel.from_checkpoint(paths.vision, device=device)
         memory_model = MemoryModel.from_checkpoint(paths.memory, device=device)
         ends = EndModel.from_checkpoint(paths.end, device=device) if paths.end else None
@@ -209,18 +193,23 @@ class DreamWorld:
             memory_model,
             frames,
             num_envs=num_envs,
-            temperature=temperature,
-            top_k=top_k,
-            sampling_steps=sampling_steps,
-            guidance=guidance,
-            precision=precision,
+            settings=settings,
             names=(str(paths.vision), str(paths.memory)),
             recordings=recording_info(paths.memory),
             start_first=start_clip_flags(start_observations, paths.root),
-            compile=compile,
             end_model=ends,
-            step_chunk=step_chunk,
         )
+
+    # --------------------------------------------------------------- settings
+    # The resolved settings, read as attributes (``world.guidance``, ``world.precision``: what
+    # ``precision="auto"`` chose). Only the temperature changes live (play's F7 / F9), checked
+    # like any setting.
+    top_k = _setting("top_k")
+    sampling_steps = _setting("sampling_steps")
+    guidance = _setting("guidance")
+    precision = _setting("precision")
+    step_chunk = _setting("step_chunk")
+    temperature = _setting("temperature", settable=True)
 
     # ------------------------------------------------------------ properties
     @property
@@ -411,7 +400,6 @@ class DreamWorld:
         assert actions.shape == (len(index), self.action_dim)
         rows = torch.as_tensor(index, device=self.device)
         history = self.history[rows]  # (n, K, T)
-        context = history[:, :-1] if self.context_frames > 1 else None  # (n, K-1, T)
         action = torch.as_tensor(actions, device=self.device).float()  # (n, A)
         if self.end_model is not None:  # the chance the game ends on this step, from frames so far
             hazard, self.end_state[rows] = self.end_model.step(
@@ -419,32 +407,7 @@ class DreamWorld:
             )
             draw = torch.rand(len(index), generator=self.generator, device=self.device)
             terminated = (draw < hazard).cpu().numpy()
-        parts = []
-        for low in range(0, len(index), self.step_chunk):  # cache-sized passes (see step_chunk)
-            part = slice(low, low + self.step_chunk)
-            with autocast(self.device, self.precision):
-                parts.append(
-                    self.memory.sample(
-                        history[part, -1],
-                        action[part],
-                        None if context is None else context[part],
-                        temperature=self.temperature,
-                        top_k=self.top_k,
-                        steps=self.sampling_steps,
-                        guidance=self.guidance,
-                        generator=self.generator,
-                    )
-                )
-        sample = (
-            parts[0]
-            if len(parts) == 1
-            else MemorySample(
-                *(
-                    torch.cat([getattr(p, f) for p in parts])
-                    for f in ("tokens", "reward", "end_prob")
-                )
-            )
-        )
+        sample = sample_next(self.memory, history, action, self.settings, self.generator)
         tokens = sample.tokens.long()  # (n, T)
         self.history[rows] = torch.cat([history[:, 1:], tokens[:, None]], dim=1)  # (n, K, T)
         self._cached[index] = False
@@ -494,19 +457,39 @@ class DreamWorld:
         return self.decode(indices) if obs_type == "rgb" else self.tokens(indices)
 
 
-def check_sampling_args(
-    temperature: float, top_k: int | None, sampling_steps: int, guidance: float = 1.0
-) -> None:
-    """Raise ``ValueError`` naming the argument when a sampling setting is invalid."""
-    if isinstance(guidance, bool) or not isinstance(guidance, int | float) or guidance < 0:
-        raise ValueError(f"guidance must be a number >= 0 (1 = off), got {guidance!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or temperature < 0:
-        raise ValueError(f"temperature must be a number >= 0 (0 = argmax), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
-    if (
-        isinstance(sampling_steps, bool)
-        or not isinstance(sampling_steps, int)
-        or sampling_steps < 1
-    ):
-        raise ValueError(f"sampling_steps must be a positive int, got {sampling_steps!r}")
+def sample_next(
+    memory: MemoryModel,
+    history: torch.Tensor,
+    action: torch.Tensor,
+    settings: SamplingSettings,
+    generator: torch.Generator,
+) -> MemorySample:
+    """The next frame of dreams with token histories ``(n, K, T)`` under keys ``(n, A)``.
+
+    The one way a dream steps (``DreamWorld.step``, ``elworld eval``'s open-loop
+    rollouts): memory passes over ``settings.step_chunk`` dreams at a time
+    (all ``n`` when ``None``), under the settings' precision, all drawing from
+    ``generator``. Chunking changes the order of the draws, not what is sampled.
+    """
+    n, K = history.shape[0], history.shape[1]
+    chunk = settings.step_chunk or n
+    parts = []
+    for low in range(0, n, chunk):  # cache-sized passes (see SamplingSettings.step_chunk)
+        part = slice(low, low + chunk)
+        with autocast(history.device, settings.precision):
+            parts.append(
+                memory.sample(
+                    history[part, -1],
+                    action[part],
+                    history[part, :-1] if K > 1 else None,  # (c, K-1, T)
+                    temperature=settings.temperature,
+                    top_k=settings.top_k,
+                    steps=settings.sampling_steps,
+                    guidance=settings.guidance,
+                    generator=generator,
+                )
+            )
+    if len(parts) == 1:
+        return parts[0]
+    fields = ("tokens", "reward", "end_prob")
+    return MemorySample(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))

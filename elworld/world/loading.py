@@ -32,9 +32,9 @@ from elworld.frames import resize_frames
 
 CHECKPOINTS_ENV_VAR = "ELWORLD_CHECKPOINTS"
 # The demo world as package data of an installed wheel (inference files only).
-PACKAGED_CHECKPOINTS = Path(__file__).resolve().parent / "demo_world"
+PACKAGED_CHECKPOINTS = Path(__file__).resolve().parents[2] / "elworld_gym" / "demo_world"
 # The demo world in a checkout (and an editable install): the repository's checkpoints/.
-CHECKOUT_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+CHECKOUT_CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 START_FRAMES_FILE = "start_frames.npz"
 # Frames resized and encoded per chunk when building the start bank.
 START_CHUNK = 64
@@ -75,7 +75,7 @@ def resolve_checkpoints(
     Explicit ``vision`` / ``memory`` folders win; a missing one comes from the
     root (``checkpoints``, else ``$ELWORLD_CHECKPOINTS``, else the bundled demo
     world, see :func:`bundled_checkpoints_root`) as ``<root>/<kind>/best_model``.
-    The episode-end model (``elworld.endmodel``) is ``end_model`` when it is a
+    The episode-end model (``elworld.model.end``) is ``end_model`` when it is a
     folder, none when it is ``False``, else (``None`` or ``True``)
     ``<root>/end/best_model`` if the root has one.
 
@@ -124,13 +124,18 @@ def resolve_checkpoints(
     return CheckpointPaths(vision=folders["vision"], memory=folders["memory"], root=root, end=end)
 
 
-def _npz_frames(path: Path, height: int, width: int) -> Iterator[np.ndarray]:
-    """Stream the ``obs`` frames of an ``.npz`` file, resized, in chunks."""
+def _npz_names(path: Path) -> set[str]:
+    """The member names of ``.npz`` file ``path``; ``ValueError`` naming it when it is no zip."""
     try:
         with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
+            return set(archive.namelist())
     except (zipfile.BadZipFile, OSError) as error:
-        raise ValueError(f"start_observations {path} is not a readable .npz: {error}") from error
+        raise ValueError(f"start frames {path} is not a readable .npz: {error}") from error
+
+
+def _npz_frames(path: Path, height: int, width: int) -> Iterator[np.ndarray]:
+    """Stream the ``obs`` frames of an ``.npz`` file, resized, in chunks."""
+    names = _npz_names(path)
     if "obs.npy" not in names:
         raise ValueError(
             f"start_observations {path} has no 'obs' array (expected obs (N, H, W, 3) uint8)"
@@ -205,7 +210,12 @@ def start_clip_flags(start_observations: object, root: Path | None) -> np.ndarra
         path = Path(start_observations).expanduser()
     else:
         return None
-    if path is None or not path.is_file():
+    if path is None or not path.is_file() or "first.npy" not in _npz_names(path):
         return None
-    with np.load(path, allow_pickle=False) as archive:
-        return archive["first"].astype(bool) if "first" in archive.files else None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return archive["first"].astype(bool)
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"start frames {path}: its 'first' flags cannot be read: {error}"
+        ) from error
