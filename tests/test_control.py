@@ -181,9 +181,9 @@ def test_dream_baselines_do_not_depend_on_the_other_policies(
     common = dict(keys=[3, 4], settings=DreamSettings(episodes=3), seed=5, max_steps=6)
     common.update(vision=paths.vision, memory=paths.memory)
     alone = play_dream(agent, ["sticky"], frames, **common)
-    together = play_dream(agent, ["agent", "none", "sticky"], frames, **common)
+    together = play_dream(agent, ["agent", "none", "left", "alternate", "sticky"], frames, **common)
     assert alone["sticky"] == together["sticky"]
-    assert set(together) == {"agent", "none", "sticky"}
+    assert set(together) == {"agent", "none", "left", "alternate", "sticky"}
     assert all(e["episodes"] == 3 and max(e["lengths"]) <= 6 for e in together.values())
 
 
@@ -317,11 +317,13 @@ def test_eval_control_cli_plays_vizdoom_and_the_dream(
     args += ["--device", "cpu", "--out", str(out)]
     assert main(args) == 0
     report = json.loads((out / "eval.json").read_text())
-    assert set(report["real"]) == set(report["dream"]) == {"agent", "none", "random", "sticky"}
+    every = {"agent", "none", "left", "right", "random", "sticky", "alternate"}
+    assert set(report["real"]) == set(report["dream"]) == every
     for entry in report["real"].values():
         assert entry["episodes"] == 2 and all(1 <= n <= 8 for n in entry["lengths"])
         assert entry["return_mean"] > 0  # take_cover pays a point per tic alive
     assert all(e["episodes"] == 2 for e in report["dream"].values())
     assert report["frame_skip"] == 4 and report["max_steps"] == 8
-    assert "kendall_tau" in report["ranking"]
+    assert "kendall_tau" in report["ranking"] and "spearman" in report["ranking"]
+    assert set(report["lengths_within_25pct"]) == every
     assert "| agent |" in (out / "eval.md").read_text()

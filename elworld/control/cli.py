@@ -208,11 +208,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval-control",
         prog="elworld eval control",
         help="score a control agent in the real game and in the dream (run as `elworld eval control`)",
-        description="Play a control agent (`elworld train control`) in the real game next to the no-key, "
-        "uniform random and sticky random baselines, with the same game seeds for every policy, and the "
-        "same four policies in the dream from the same first frames. Reports mean +/- std return and "
-        "episode length, and whether the dream ranks the policies in the real game's order. Writes "
-        "eval.json and eval.md to --out.",
+        description="Play a control agent (`elworld train control`) in the real game next to six fixed "
+        "policies (none: no key; left / right: always the world's first / second key; random: uniform "
+        "random keys; sticky: random keys held 3-14 steps; alternate: 8 steps of each key in turn), "
+        "with the same game seeds for every policy, and the same policies in the dream from the same "
+        "first frames. Reports mean +/- std return and episode length, each policy's dream / real "
+        "length (right within 25%), and how the dream ranks the policies against the real game "
+        "(Kendall tau, Spearman rho; target >= 0.8): the dream as a judge. Writes eval.json and "
+        "eval.md to --out.",
     )
     parser.add_argument(
         "--agent", type=Path, default=Path("checkpoints/control/best_model"),
@@ -241,7 +244,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="cap on an episode's steps, real and dream (default: World Models' 2100 tics / frame skip)",
     )  # fmt: skip
     parser.add_argument(
-        "--policies", default=",".join(("agent", "none", "random", "sticky")),
+        "--policies", default=",".join(("agent", "none", "left", "right", "random", "sticky", "alternate")),
         help="comma-separated policies to play (default: %(default)s)",
     )  # fmt: skip
     parser.add_argument(

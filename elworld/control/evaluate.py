@@ -3,17 +3,21 @@
 In one run, with the same game seeds for every policy (episode ``i`` uses
 ``seed + i``):
 
-- the real game: the agent, no key, uniformly random keys and sticky random
-  keys (``elworld.record.collect``'s policies over the scenario's keys); return
-  = the game's reward summed (take_cover: tics survived), length = steps;
-- the dream: the same four policies, each started from the first real frames
+- the real game: the agent and six fixed policies: no key, always the first
+  key, always the second (take_cover: left, right), uniformly random keys,
+  sticky random keys (``elworld.record.collect``'s policies over the
+  scenario's keys) and 8 steps of each key in turn; return = the game's reward
+  summed (take_cover: tics survived), length = steps;
+- the dream: the same policies, each started from the first real frames
   of the first ``dream_episodes`` real episodes, ended as the dream env ends
   them (drawn from the world's episode-end model, else the memory model's end
   head); return = the reward head summed.
 
 Both are capped at ``max_steps`` (World Models' 2100 tics by default). The
 report says whether the dream ranks the policies by mean episode length in the
-same order as the real game, the check World Models' dream-vs-real table makes.
+same order as the real game (Kendall's tau, Spearman's rho), the check World
+Models' dream-vs-real table makes, and whether every policy's dream length is
+within 25% of its real one: the dream as a judge of policies.
 """
 
 from __future__ import annotations
@@ -39,14 +43,19 @@ from elworld.control.rollout import (
     dream_rollouts,
     still_stacks,
 )
-from elworld.policy import NoKeysPolicy, Policy
+from elworld.policy import FIXED_POLICIES, NoKeysPolicy, Policy, fixed_policy
 from elworld.record.collect import make_policy
 from elworld.world.dream import DreamWorld
 
 logger = logging.getLogger(__name__)
 
-BASELINES = ("none", "random", "sticky")
+# The dream as a judge: fixed policies whose real and dream lengths are compared.
+# "left" / "right" hold the world's first / second key, "alternate" 8 steps of each in turn.
+BASELINES = ("none", "left", "right", "random", "sticky", "alternate")
 POLICIES = ("agent", *BASELINES)
+assert set(FIXED_POLICIES) <= set(BASELINES)
+LENGTH_TOLERANCE = 0.25  # a dream length within 25% of the real one counts as right
+SPEARMAN_TARGET = 0.8
 # World Models (Ha & Schmidhuber 2018), ViZDoom take_cover, 100 real episodes, return in tics.
 WORLD_MODELS_REFERENCE = (
     "World Models: agent 1092 +/- 556, random 210 +/- 108, solved at 750 (tics)"
@@ -87,7 +96,25 @@ def _player(name: str, agent: Agent | None, keys: Sequence[int]) -> Policy:
         return _AgentPlayer(agent)
     if name == "none":
         return NoKeysPolicy()
+    if name in FIXED_POLICIES:
+        return fixed_policy(name, list(keys))
     return make_policy(name, keys)
+
+
+class _EachDream:
+    """A frame policy that ignores its frame, as a ``DreamPolicy``: one copy per dream."""
+
+    def __init__(self, name: str, keys: Sequence[int]) -> None:
+        self.name, self.keys = name, list(keys)
+        self.players: list[Policy] = []
+
+    def reset(self, n: int, seed: int) -> None:
+        self.players = [fixed_policy(self.name, self.keys) for _ in range(n)]
+        for i, player in enumerate(self.players):
+            player.reset(seed + i)
+
+    def act(self, history: torch.Tensor, index: np.ndarray) -> np.ndarray:
+        return np.stack([self.players[i](None) for i in index])
 
 
 def stats(returns: Sequence[float], lengths: Sequence[int], max_steps: int) -> dict[str, Any]:
@@ -182,6 +209,8 @@ def play_dream(
             if agent is None:
                 raise ValueError("the agent policy needs an agent")
             player = agent_policy(agent.policy.to(world.device), d)
+        elif name in FIXED_POLICIES:
+            player = _EachDream(name, keys)
         else:
             player = NoKeyPolicy() if name == "none" else ScriptedPolicy(name, keys)
         bar = tqdm(
@@ -215,6 +244,28 @@ def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
     return float(score / len(pairs))
 
 
+def average_ranks(values: Sequence[float]) -> np.ndarray:
+    """Ranks 1..n of ``values`` (ties share their mean rank), as Spearman's rho needs."""
+    values = np.asarray(values, dtype=np.float64)
+    order = values.argsort(kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    for value in np.unique(values):
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation of two score lists (nan when either is constant)."""
+    if len(a) != len(b):
+        raise ValueError(f"spearman needs two lists of one length, got {len(a)} and {len(b)}")
+    ra, rb = average_ranks(a), average_ranks(b)
+    if len(a) < 2 or ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def ranking(results: dict[str, dict[str, Any]]) -> list[str]:
     """Policies by mean episode length, longest first."""
     return sorted(results, key=lambda name: -results[name]["length_mean"])
@@ -230,6 +281,9 @@ def build_report(
         tau = kendall_tau(
             [real[n]["length_mean"] for n in names], [dream[n]["length_mean"] for n in names]
         )
+        rho = spearman(
+            [real[n]["length_mean"] for n in names], [dream[n]["length_mean"] for n in names]
+        )
         real_order = ranking({n: real[n] for n in names})
         dream_order = ranking({n: dream[n] for n in names})
         report["ranking"] = {
@@ -238,11 +292,19 @@ def build_report(
             "dream": dream_order,
             "same_order": real_order == dream_order,
             "kendall_tau": tau,
+            "spearman": rho,
+            "spearman_target": SPEARMAN_TARGET,
+            "spearman_met": bool(rho >= SPEARMAN_TARGET),
         }
-        # The issue's fidelity check: dream length within 25% of the real game's, per policy.
+        # The dream as a judge: its length within 25% of the real game's, per policy.
         ratios = {n: dream[n]["length_mean"] / max(real[n]["length_mean"], 1e-9) for n in names}
         report["length_ratio"] = ratios
-        report["lengths_within_25pct"] = {n: bool(abs(r - 1) <= 0.25) for n, r in ratios.items()}
+        report["lengths_within_25pct"] = {
+            n: bool(abs(r - 1) <= LENGTH_TOLERANCE) for n, r in ratios.items()
+        }
+        report["judge_met"] = bool(
+            all(report["lengths_within_25pct"].values()) and report["ranking"]["spearman_met"]
+        )
     return report
 
 
@@ -286,7 +348,13 @@ def markdown_report(report: dict[str, Any]) -> str:
         lines += [
             f"Ranking by mean episode length: real {' > '.join(r['real'])}; dream {' > '.join(r['dream'])}: "
             + ("the same order" if r["same_order"] else "a different order")
-            + f" (Kendall tau {r['kendall_tau']:.2f}).",
+            + f" (Kendall tau {r['kendall_tau']:.2f}, Spearman {r['spearman']:.2f}; "
+            f"target >= {r['spearman_target']}).",
+            "",
+            f"The dream as a judge: {sum(report['lengths_within_25pct'].values())} of "
+            f"{len(report['lengths_within_25pct'])} policies' dream lengths within "
+            f"{LENGTH_TOLERANCE:.0%} of the real ones"
+            + (", and Spearman met: met." if report["judge_met"] else ": not met."),
             "",
         ]
     lines += [f"Reference: {WORLD_MODELS_REFERENCE}.", ""]
