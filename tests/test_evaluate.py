@@ -89,7 +89,15 @@ def test_eval_writes_json_markdown_and_plot(tiny_checkpoints: Path, tmp_path: Pa
     )
     assert {"precision", "recall"} <= set(results["memory"]["end_head"])
     assert 0.0 <= results["memory"]["next_token_acc"] <= 1.0
-    assert "| horizon | dream PSNR | copy-last PSNR" in (out / "eval.md").read_text()
+    report = (out / "eval.md").read_text()
+    assert "| horizon | dream PSNR | copy-last PSNR" in report
+    # Every step pays 1 (as take_cover pays ~4): a constant scores precision / recall 1.00, so
+    # the report shows the reward error against the best constant's (here 0) instead.
+    reward = results["memory"]["reward_head"]
+    assert reward["constant_mse"] == 0.0 and reward["steps"] == reward["actual"] > 0
+    assert f"| reward head MSE (best constant) | {reward['mse']:.4g} (0) |" in report
+    assert "reward head precision / recall" not in report
+    assert "end head precision / recall" in report
     assert (out / "psnr_vs_horizon.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -316,3 +324,17 @@ def test_idm_scores_read_the_dream_and_the_shuffle_shuffles(
     floor = scores["dream_shuffled_vs_recorded"]
     assert floor["windows"] == scores["dream"]["windows"] > 100
     assert 0.2 < floor["macro_f1"] < 0.8  # the keys of another start: about chance
+
+
+def test_reward_precision_recall_is_reported_only_when_a_constant_cannot_score_it() -> None:
+    from elworld.evaluate import _head_lines
+
+    two_sided = {"mse": 0.5, "constant_mse": 2.0, "steps": 10, "actual": 4, "predicted": 5,
+                 "precision": 0.8, "recall": 1.0}  # fmt: skip
+    lines = _head_lines("reward_head", two_sided)
+    assert lines == [
+        "| reward head MSE (best constant) | 0.5 (2) |",
+        "| reward head precision / recall | 0.80 / 1.00 (5 predicted, 4 actual) |",
+    ]
+    assert _head_lines("reward_head", {**two_sided, "actual": 10}) == lines[:1]
+    assert _head_lines("reward_head", {**two_sided, "actual": 0}) == lines[:1]
