@@ -330,3 +330,59 @@ def test_eval_control_cli_plays_vizdoom_and_the_dream(
     assert report["frame_skip"] == 4 and report["max_steps"] == 8
     assert "kendall_tau" in report["ranking"]
     assert "| agent |" in (out / "eval.md").read_text()
+
+
+class _ScriptedWorld:
+    """A stand-in world: reward 1 per step, 2 while right is held; hazard 0.2 every step."""
+
+    num_envs, device, grid_shape = 4, torch.device("cpu"), (1, 2)
+    has_reward_head = has_end_head = True
+
+    def __init__(self) -> None:
+        self.history = torch.zeros(self.num_envs, 1, 2, dtype=torch.long)
+
+    def seed(self, seed: int) -> None:
+        pass
+
+    def reset_envs(self, slots, stacks) -> None:
+        pass
+
+    def hazard(self, end_prob: np.ndarray) -> np.ndarray:
+        return end_prob  # as with an episode-end model: its output is the hazard
+
+    def step(self, actions: np.ndarray, index: np.ndarray):
+        from types import SimpleNamespace
+
+        n = len(index)
+        return SimpleNamespace(
+            reward=1.0 + actions[:, KEY_INDEX["right"]].astype(np.float32),
+            end_prob=np.full(n, 0.2, np.float32),
+            terminated=np.zeros(n, dtype=bool),
+        )
+
+
+class _RightOnEven:
+    def reset(self, n: int, seed: int) -> None:
+        pass
+
+    def act(self, history: torch.Tensor, index: np.ndarray) -> np.ndarray:
+        actions = np.zeros((len(index), NUM_KEYS), np.uint8)
+        actions[index % 2 == 0, KEY_INDEX["right"]] = 1
+        return actions
+
+
+def test_the_fitness_is_the_reward_weighted_by_the_chance_of_still_running() -> None:
+    """Expected return = sum_t r_t prod_{s<t} (1 - h_s); the survival floor stops an episode."""
+    from elworld.control.rollout import dream_rollouts
+
+    stacks = torch.zeros(4, 1, 2, dtype=torch.long)
+    result = dream_rollouts(_ScriptedWorld(), stacks, _RightOnEven(), max_steps=5, seed=0)
+    alive = 0.8 ** np.arange(5)  # the chance of reaching step t
+    np.testing.assert_allclose(result.expected_returns, np.array([2, 1, 2, 1]) * alive.sum())
+    np.testing.assert_array_equal(result.returns, [10, 5, 10, 5])
+    assert result.lengths.tolist() == [5] * 4 and result.steps == 20
+    floored = dream_rollouts(
+        _ScriptedWorld(), stacks, _RightOnEven(), max_steps=5, seed=0, survival_floor=0.5
+    )
+    assert floored.lengths.tolist() == [4] * 4  # 0.8^4 = 0.41 < 0.5 after step 4
+    np.testing.assert_allclose(floored.expected_returns, np.array([2, 1, 2, 1]) * alive[:4].sum())
