@@ -308,6 +308,9 @@ def test_real_play_statistics_and_report_with_a_stub_game() -> None:
     assert not report["ranking"]["same_order"] and report["ranking"]["kendall_tau"] == -1.0
     text = markdown_report(report)
     assert "| none | 6.0 +/- 0.0 | 3.0 +/- 0.0 | 0 |" in text and "a different order" in text
+    # take_cover's World Models reference is printed for take_cover only
+    assert "Reference:" not in text
+    assert "Reference: World Models" in markdown_report({**report, "real_env": "doom:take_cover"})
     assert "| 3.00 |" in text  # dream 9 steps against real 3
 
 

@@ -293,7 +293,8 @@ def markdown_report(report: dict[str, Any]) -> str:
             + f" (Kendall tau {r['kendall_tau']:.2f}).",
             "",
         ]
-    lines += [f"Reference: {WORLD_MODELS_REFERENCE}.", ""]
+    if str(report.get("real_env", "")).partition(":")[2] == "take_cover":  # its reference only
+        lines += [f"Reference: {WORLD_MODELS_REFERENCE}.", ""]
     return "\n".join(lines)
 
 

@@ -378,15 +378,17 @@ def read_sidecar(path: str | Path, *, strict: bool = False) -> dict[str, Any]:
 
 
 # Sidecar facts that say where a world's data came from (recorded in training_info.json).
-PROVENANCE_FIELDS = ("source", "scenario", "frame_skip", "policy", "keys")
+PROVENANCE_FIELDS = ("source", "scenario", "frame_skip", "steps_per_second", "policy", "keys")
 GAME_TICS_PER_SECOND = 35  # ViZDoom
 
 
 def recording_provenance(episodes: list[Path]) -> dict[str, Any]:
     """Where recordings came from, from their sidecars: each field's single value or sorted values.
 
-    Adds ``steps_per_second`` (35 game tics / frame skip) when one frame skip
-    is shared by all episodes of a ViZDoom recording; a field no sidecar has is left out.
+    ``steps_per_second`` is the sidecars' own (any game's recorder can write it:
+    ``record_env`` takes the env's ``metadata["render_fps"]``); when they hold
+    none, it is derived for a ViZDoom recording (35 game tics / a frame skip
+    shared by all episodes). A field no sidecar has is left out.
     """
     found: dict[str, set[str]] = {}
     for path in episodes:
@@ -399,6 +401,8 @@ def recording_provenance(episodes: list[Path]) -> dict[str, Any]:
         if name in found:
             values = [json.loads(v) for v in sorted(found[name])]
             info[name] = values[0] if len(values) == 1 else values
+    if "steps_per_second" in info:
+        return info
     if isinstance(info.get("frame_skip"), int) and info.get("source") == "vizdoom":
         info["steps_per_second"] = GAME_TICS_PER_SECOND / info["frame_skip"]
     return info

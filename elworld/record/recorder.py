@@ -101,7 +101,9 @@ def record_env(
     the env ends it or after ``max_steps`` steps. Files are
     ``out_dir/{prefix}_NNNN.npz`` numbered from ``index`` (default: after the
     existing files). The sidecar holds ``meta`` plus ``seed``, ``policy``,
-    ``steps`` and ``ended`` (``terminated``/``truncated``/``max_steps``/``stopped``).
+    ``steps``, ``ended`` (``terminated``/``truncated``/``max_steps``/``stopped``)
+    and ``steps_per_second`` (the env's ``metadata["render_fps"]``, unless
+    ``meta`` gives it), which a world trained on the files plays at.
 
     A ``StopRecording`` from the policy ends recording (see its ``save``); any
     other exception, ``KeyboardInterrupt`` included, drops the episode in flight
@@ -115,6 +117,9 @@ def record_env(
     next_index = next_episode_index(out, prefix) if index is None else index
     meta = dict(meta or {})
     meta.setdefault("policy", policy_name(policy))
+    rate = (getattr(env, "metadata", None) or {}).get("render_fps")
+    if "steps_per_second" not in meta and isinstance(rate, int | float) and rate > 0:
+        meta["steps_per_second"] = float(rate)  # the env's own steps per second
     bar = tqdm(
         total=None if max_steps is None else episodes * max_steps,
         unit="frame",
