@@ -42,11 +42,12 @@ from elworld.endmodel import EndEpisode, EndModel, check_end_model_fits, end_sco
 from elworld.frames import frames_to_tensor, tensor_to_frames
 from elworld.idm import (
     LABELS,
-    OPPOSING_KEYS,
     InverseDynamicsModel,
     check_frame_skip,
     effective_keys,
+    labels_text,
     macro_f1,
+    opposing_pairs,
     predict_keys,
 )
 from elworld.keys import KEY_INDEX, KEY_NAMES
@@ -211,7 +212,8 @@ class _IDMScorer:
     def add(self, name: str, pred: np.ndarray, act: np.ndarray) -> None:
         """Score ``pred`` against the effective keys of the first ``len(pred)`` rows of raw ``act (>= len(pred), 22)``."""
         self.pred[name].append(pred)
-        self.true[name].append(effective_keys(act[: len(pred)])[:, self.act_columns].astype(bool))
+        keys = effective_keys(act[: len(pred)], opposing_pairs(self.idm.config))
+        self.true[name].append(keys[:, self.act_columns].astype(bool))
 
     def scores(self) -> dict[str, dict[str, Any]]:
         empty = np.zeros((0, len(self.scored)), bool)
@@ -301,7 +303,8 @@ def evaluate(
                 f"idm_horizon must be >= {idm.config.after} (the IDM's frames after a step), got {config.idm_horizon}"
             )
         check_frame_skip(idm.config, episodes)
-        held = effective_keys(np.concatenate(episode_actions)).any(axis=0)
+        held = effective_keys(np.concatenate(episode_actions), opposing_pairs(idm.config))
+        held = held.any(axis=0)
         pressed = [name for name, h in zip(KEY_NAMES, held) if h]
         scored = [key for key in idm.config.keys if key in pressed]
         if not scored:
@@ -466,8 +469,8 @@ def evaluate(
             "horizon": config.idm_horizon,
             "temperature": config.idm_temperature,
             "frame_skip": idm.config.frame_skip,
-            "labels": LABELS,
-            "opposing_keys": [list(pair) for pair in OPPOSING_KEYS],
+            "labels": labels_text(idm.config),
+            "opposing_keys": [list(pair) for pair in opposing_pairs(idm.config)],
             **scorer.scores(),
         }
     if heads["end_pred"]:

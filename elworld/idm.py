@@ -79,6 +79,11 @@ class IDMConfig:
     dropout: float = 0.1
     frame_skip: int | None = None  # from the training recordings' JSON sidecars
     scenario: str | None = None
+    # Facts about the game, not take_cover: mirror augmentation (the game looks the same
+    # mirrored left/right, MIRROR_PAIRS swapping) and OPPOSING_KEYS held together acting as
+    # neither (ViZDoom). ``idm_config_for`` decides them from the recordings.
+    mirror: bool = True
+    cancel_opposing: bool = True
 
     def __post_init__(self) -> None:
         self.keys = tuple(self.keys)
@@ -107,7 +112,19 @@ class IDMConfig:
 # --------------------------------------------------------------------------- inputs
 
 
-def effective_keys(actions: np.ndarray) -> np.ndarray:
+def opposing_pairs(config: IDMConfig | None) -> tuple[tuple[str, str], ...]:
+    """The key pairs that cancel for an IDM of ``config`` (all of ``OPPOSING_KEYS``, or none)."""
+    return OPPOSING_KEYS if config is None or config.cancel_opposing else ()
+
+
+def labels_text(config: IDMConfig | None) -> str:
+    """What an IDM's labels are, for its reports."""
+    return LABELS if opposing_pairs(config) else "keys as recorded (opposing keys do not cancel)"
+
+
+def effective_keys(
+    actions: np.ndarray, opposing: tuple[tuple[str, str], ...] = OPPOSING_KEYS
+) -> np.ndarray:
     """The keys that act: ``(..., 22)`` multi-hot -> ``(..., 22)`` uint8, opposing pairs held together zeroed.
 
     Holding both keys of an ``OPPOSING_KEYS`` pair has the effect of holding
@@ -116,7 +133,7 @@ def effective_keys(actions: np.ndarray) -> np.ndarray:
     act = np.array(actions, dtype=np.uint8, copy=True)
     if act.ndim < 1 or act.shape[-1] != len(KEY_NAMES):
         raise ValueError(f"actions must be (..., {len(KEY_NAMES)}), got {act.shape}")
-    for a, b in OPPOSING_KEYS:
+    for a, b in opposing:
         ia, ib = KEY_INDEX[a], KEY_INDEX[b]
         both = (act[..., ia] > 0) & (act[..., ib] > 0)
         act[..., ia][both] = 0
@@ -144,7 +161,7 @@ def idm_windows(bands: torch.Tensor, before: int, after: int) -> torch.Tensor:
 
 def window_labels(act: np.ndarray, config: IDMConfig) -> np.ndarray:
     """The scored effective keys of every windowed step: ``(N - before - after, K)`` bool from ``act (N, 22)``."""
-    steps = effective_keys(act[config.before : len(act) - config.after])  # (N - before - after, 22)
+    steps = effective_keys(act[config.before : len(act) - config.after], opposing_pairs(config))
     return steps[:, [KEY_INDEX[k] for k in config.keys]].astype(bool)
 
 
@@ -299,13 +316,27 @@ def check_frame_skip(config: IDMConfig, episodes: list[Path]) -> None:
 
 
 def idm_config_for(episodes: list[Path], **fields: Any) -> IDMConfig:
-    """An ``IDMConfig`` for training on ``episodes``: the keys they press (effectively), their frame skip and scenario."""
+    """An ``IDMConfig`` for training on ``episodes``: the keys they press (effectively), their frame skip and scenario.
+
+    ``cancel_opposing`` defaults to on for ViZDoom recordings (and recordings
+    that do not name their source), off for other games; ``mirror`` to on when
+    the keys pressed hold a whole ``MIRROR_PAIRS`` pair (left and right, or a and d).
+    """
+    if fields.get("cancel_opposing") is None:
+        try:
+            source = sidecar_value(episodes, "source")
+        except ValueError:  # sources differ: keep ViZDoom's rule
+            source = None
+        fields["cancel_opposing"] = source in (None, "vizdoom")
+    opposing = OPPOSING_KEYS if fields["cancel_opposing"] else ()
     pressed = np.zeros(len(KEY_NAMES), bool)
     for path in episodes:
-        pressed |= effective_keys(read_labels(path)["act"]).any(axis=0)
+        pressed |= effective_keys(read_labels(path)["act"], opposing).any(axis=0)
     if not pressed.any():
         raise ValueError("the training episodes never press a key: an IDM has nothing to learn")
     keys = tuple(name for name, held in zip(KEY_NAMES, pressed) if held)
+    if fields.get("mirror") is None:
+        fields["mirror"] = any(a in keys and b in keys for a, b in MIRROR_PAIRS)
     return IDMConfig(
         keys=keys,
         frame_skip=sidecar_value(episodes, "frame_skip"),
@@ -336,7 +367,8 @@ def _load_windows(episodes: list[Path], config: IDMConfig, desc: str) -> _Window
         episode = torch.cat([frames_to_bands(c, config.bands, config.cols) for c in chunks])
         n = len(episode)
         bands.append(episode.half().numpy())
-        labels.append(effective_keys(read_labels(path)["act"])[:, columns].astype(np.float32))
+        act = read_labels(path)["act"]
+        labels.append(effective_keys(act, opposing_pairs(config))[:, columns].astype(np.float32))
         steps.append(offset + np.arange(config.before, n - config.after))
         offset += n
     return _Windows(np.concatenate(bands), np.concatenate(labels), np.concatenate(steps))
@@ -394,8 +426,8 @@ def train_idm(
     val_data = _load_windows(val_episodes, config, "loading validation episodes")
     if not len(train_data.steps) or not len(val_data.steps):
         raise ValueError(f"episodes are too short for a {config.window}-frame window")
-    mirror = _mirror_columns(config.keys)
-    if mirror is None:
+    mirror = _mirror_columns(config.keys) if config.mirror else None
+    if mirror is None and config.mirror:
         logger.warning("keys %s hold half of a mirror pair: no mirror augmentation", config.keys)
     model = InverseDynamicsModel(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -448,7 +480,7 @@ def train_idm(
         "val_episodes": len(val_episodes),
         "frame_skip": config.frame_skip,
         "scenario": config.scenario,
-        "labels": LABELS,
+        "labels": labels_text(config),
     }
     return model.eval(), info
 
@@ -512,6 +544,19 @@ def register_train(models: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--width", type=int, default=64, help="conv channels (default: %(default)s)"
     )
+    parser.add_argument(
+        "--mirror", action=argparse.BooleanOptionalAction, default=None,
+        help="mirror half of each batch left/right, swapping left/right and a/d labels (for "
+        "games that look the same mirrored; default: on when the keys pressed include left and "
+        "right, or a and d)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cancel-opposing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="label opposing keys held together (left+right, up+down, a+d) as neither, as they "
+        "act in ViZDoom (default: on for ViZDoom recordings, off for other games)",
+    )
     parser.set_defaults(func=run_train_idm)
 
 
@@ -530,7 +575,9 @@ def run_train_idm(args: argparse.Namespace) -> int:
             f"--data {args.data}: found {len(episodes)} episode(s); an IDM needs at least 2"
         )
     train_eps, val_eps = split_episodes(episodes, args.val_fraction, args.seed)
-    config = idm_config_for(train_eps, width=args.width)
+    config = idm_config_for(
+        train_eps, width=args.width, mirror=args.mirror, cancel_opposing=args.cancel_opposing
+    )
     model, info = train_idm(
         train_eps, val_eps, config, epochs=args.epochs, time_limit_min=args.time_limit,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=resolve_device(args.device),

@@ -121,3 +121,28 @@ def test_rollout_policies_press_only_the_games_keys(
     assert out.stat().st_size > 0 and len(pressed) == 40
     held = {KEY_NAMES[k] for k in np.flatnonzero(np.stack(pressed).any(axis=0))}
     assert held == {"z", "x"}  # both of the game's keys, and no arrow
+
+
+def test_the_idm_follows_the_games_keys(block_world: Path, tmp_path: Path) -> None:
+    """No mirror augmentation without a left/right pair; no cancelling outside ViZDoom."""
+    from elworld.idm import effective_keys, idm_config_for, labels_text, opposing_pairs
+
+    info = json.loads(
+        (checkpoint.best_model_dir(block_world, "memory") / "training_info.json").read_text()
+    )
+    block = idm_config_for(sorted(Path(info["data"]).glob("*.npz")))
+    assert block.keys == ("z", "x") and not block.mirror and not block.cancel_opposing
+    assert labels_text(block).startswith("keys as recorded")
+    both = np.zeros((1, NUM_KEYS), np.uint8)
+    both[0, [KEY_INDEX["left"], KEY_INDEX["right"]]] = 1
+    assert effective_keys(both, opposing_pairs(block)).sum() == 2  # held as recorded
+    assert effective_keys(both).sum() == 0  # ViZDoom: they cancel
+    # A ViZDoom left/right recording keeps both (the bundled IDM's way).
+    from elworld.record import write_episode
+
+    act = np.zeros((8, NUM_KEYS), np.uint8)
+    act[::2, KEY_INDEX["left"]], act[1::2, KEY_INDEX["right"]] = 1, 1
+    path = write_episode(tmp_path / "doom.npz", np.zeros((8, 8, 8, 3), np.uint8), act,
+                         meta={"source": "vizdoom", "frame_skip": 4})  # fmt: skip
+    doom = idm_config_for([path])
+    assert doom.keys == ("left", "right") and doom.mirror and doom.cancel_opposing
