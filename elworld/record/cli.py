@@ -22,7 +22,7 @@ layout; keys the scenario does not use are always 0), rew (N,) float32,
 done (N,) uint8 (1 only on the last step of an episode that ended by itself:
 death) and truncated (N,) uint8 (1 only on the last step of an episode cut by
 the scenario's timeout, --max-steps or a stop: a time limit is not a death),
-plus SCENARIO_NNNN.json: scenario, seed, policy, frame_skip, ended
+plus SCENARIO_NNNN.json: scenario, seed, policy, frame_skip, steps_per_second, ended
 (terminated/truncated/max_steps/stopped), date, frames, total_reward, the
 key->button table, elworld_version. (The format: elworld/record/writer.py.)
 
