@@ -15,6 +15,19 @@ RENDER_FPS = 20  # the original recordings' frame rate
 RewardFn = Callable[[np.ndarray], float]
 
 
+def check_rate(steps_per_second: float | None) -> float | None:
+    """A ``steps_per_second`` argument checked: ``None`` (the world's recorded rate) or > 0."""
+    if steps_per_second is None:
+        return None
+    if (
+        isinstance(steps_per_second, bool)
+        or not isinstance(steps_per_second, int | float)
+        or (not steps_per_second > 0)
+    ):
+        raise ValueError(f"steps_per_second must be a number > 0 or None, got {steps_per_second!r}")
+    return float(steps_per_second)
+
+
 def check_env_args(
     obs_type: str,
     render_mode: str | None,

@@ -17,6 +17,7 @@ from elworld_gym.common import (
     RENDER_MODES,
     RewardFn,
     check_env_args,
+    check_rate,
     reset_option,
     step_outcomes,
 )
@@ -88,7 +89,8 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
     - ``render_mode``: ``None``, ``"rgb_array"`` or ``"human"`` (a pygame
       window, ``render_scale`` times the frame size, at ``metadata["render_fps"]``:
       the world's recorded steps per second, e.g. 8.75 for ViZDoom at frame
-      skip 4, or 20 for worlds that do not record it).
+      skip 4, or 20 for worlds that do not record it; ``steps_per_second``
+      sets it).
     - ``temperature`` (0 = argmax, deterministic), ``top_k``,
       ``sampling_steps`` (MaskGIT refinement passes per frame), ``guidance``
       (classifier-free guidance scale on the keys, 1 = off; needs a memory
@@ -144,6 +146,7 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
         device: str | torch.device | None = None,
         reward_fn: RewardFn | None = None,
         render_scale: int = 3,
+        steps_per_second: float | None = None,
     ) -> None:
         check_env_args(obs_type, render_mode, max_episode_steps, reward_fn, render_scale)
         self.world = DreamWorld.from_checkpoints(
@@ -162,7 +165,7 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
             end_model=end_model,
         )
         # The world plays at its recordings' rate (35 / frame skip for ViZDoom) when known.
-        rate = self.world.steps_per_second
+        rate = check_rate(steps_per_second) or self.world.steps_per_second
         self.metadata = {**type(self).metadata, "render_fps": rate or RENDER_FPS}
         self.obs_type = obs_type
         self.render_mode = render_mode

@@ -18,6 +18,7 @@ from elworld_gym.common import (
     RENDER_MODES,
     RewardFn,
     check_env_args,
+    check_rate,
     reset_option,
     step_outcomes,
 )
@@ -83,6 +84,7 @@ class DreamVectorEnv(VectorEnv):
         device: str | torch.device | None = None,
         reward_fn: RewardFn | None = None,
         render_scale: int = 2,
+        steps_per_second: float | None = None,
     ) -> None:
         check_env_args(obs_type, render_mode, max_episode_steps, reward_fn, render_scale)
         self.world = DreamWorld.from_checkpoints(
@@ -103,7 +105,7 @@ class DreamVectorEnv(VectorEnv):
         )
         self.num_envs = num_envs
         # The world plays at its recordings' rate (35 / frame skip for ViZDoom) when known.
-        rate = self.world.steps_per_second
+        rate = check_rate(steps_per_second) or self.world.steps_per_second
         self.metadata = {**type(self).metadata, "render_fps": rate or RENDER_FPS}
         self.obs_type = obs_type
         self.render_mode = render_mode

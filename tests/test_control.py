@@ -32,7 +32,9 @@ from elworld.world.loading import CHECKPOINTS_ENV_VAR, resolve_checkpoints
 
 from conftest import torch_threads
 
-pytest.importorskip("cmaes")
+# Only training (CMA-ES) needs the cmaes package: the tests that train or use a trained
+# checkpoint skip without it, the others (world facts, baselines, reports) run.
+CMAES_REASON = "needs the cmaes package (pip install 'elworld[rl]')"
 
 TINY_RUN = dict(
     keys="left,right", population=4, rollouts=2, max_steps=6, eval_every=2, device="cpu"
@@ -40,6 +42,7 @@ TINY_RUN = dict(
 
 
 def _train(out: Path, root: Path, generations: int, resume: bool = False) -> dict:
+    pytest.importorskip("cmaes", reason=CMAES_REASON)
     cfg = ControlTrainConfig(
         out=out, checkpoints=root, generations=generations, resume=resume, **TINY_RUN
     )
@@ -49,6 +52,7 @@ def _train(out: Path, root: Path, generations: int, resume: bool = False) -> dic
 @pytest.fixture(scope="module")
 def trained(tiny_checkpoints: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A control checkpoint root trained for 4 generations in the tiny dream."""
+    pytest.importorskip("cmaes", reason=CMAES_REASON)
     out = tmp_path_factory.mktemp("control")
     with torch_threads(1):
         _train(out, tiny_checkpoints, generations=4)
@@ -78,6 +82,7 @@ def _world_copy(
 def test_cli_trains_saves_and_the_agent_acts_on_a_real_size_frame(
     tiny_checkpoints: Path, tmp_path: Path, one_torch_thread
 ) -> None:
+    pytest.importorskip("cmaes", reason=CMAES_REASON)
     out = tmp_path / "runs"
     args = ["train", "control", "--checkpoints", str(tiny_checkpoints), "--out", str(out)]
     args += ["--keys", "left,right", "--generations", "3", "--population", "4"]
@@ -303,6 +308,9 @@ def test_real_play_statistics_and_report_with_a_stub_game() -> None:
     assert not report["ranking"]["same_order"] and report["ranking"]["kendall_tau"] == -1.0
     text = markdown_report(report)
     assert "| none | 6.0 +/- 0.0 | 3.0 +/- 0.0 | 0 |" in text and "a different order" in text
+    # take_cover's World Models reference is printed for take_cover only
+    assert "Reference:" not in text
+    assert "Reference: World Models" in markdown_report({**report, "real_env": "doom:take_cover"})
     assert "| 3.00 |" in text  # dream 9 steps against real 3
 
 
@@ -327,3 +335,59 @@ def test_eval_control_cli_plays_vizdoom_and_the_dream(
     assert "kendall_tau" in report["ranking"] and "spearman" in report["ranking"]
     assert set(report["lengths_within_25pct"]) == every
     assert "| agent |" in (out / "eval.md").read_text()
+
+
+class _ScriptedWorld:
+    """A stand-in world: reward 1 per step, 2 while right is held; hazard 0.2 every step."""
+
+    num_envs, device, grid_shape = 4, torch.device("cpu"), (1, 2)
+    has_reward_head = has_end_head = True
+
+    def __init__(self) -> None:
+        self.history = torch.zeros(self.num_envs, 1, 2, dtype=torch.long)
+
+    def seed(self, seed: int) -> None:
+        pass
+
+    def reset_envs(self, slots, stacks) -> None:
+        pass
+
+    def hazard(self, end_prob: np.ndarray) -> np.ndarray:
+        return end_prob  # as with an episode-end model: its output is the hazard
+
+    def step(self, actions: np.ndarray, index: np.ndarray):
+        from types import SimpleNamespace
+
+        n = len(index)
+        return SimpleNamespace(
+            reward=1.0 + actions[:, KEY_INDEX["right"]].astype(np.float32),
+            end_prob=np.full(n, 0.2, np.float32),
+            terminated=np.zeros(n, dtype=bool),
+        )
+
+
+class _RightOnEven:
+    def reset(self, n: int, seed: int) -> None:
+        pass
+
+    def act(self, history: torch.Tensor, index: np.ndarray) -> np.ndarray:
+        actions = np.zeros((len(index), NUM_KEYS), np.uint8)
+        actions[index % 2 == 0, KEY_INDEX["right"]] = 1
+        return actions
+
+
+def test_the_fitness_is_the_reward_weighted_by_the_chance_of_still_running() -> None:
+    """Expected return = sum_t r_t prod_{s<t} (1 - h_s); the survival floor stops an episode."""
+    from elworld.control.rollout import dream_rollouts
+
+    stacks = torch.zeros(4, 1, 2, dtype=torch.long)
+    result = dream_rollouts(_ScriptedWorld(), stacks, _RightOnEven(), max_steps=5, seed=0)
+    alive = 0.8 ** np.arange(5)  # the chance of reaching step t
+    np.testing.assert_allclose(result.expected_returns, np.array([2, 1, 2, 1]) * alive.sum())
+    np.testing.assert_array_equal(result.returns, [10, 5, 10, 5])
+    assert result.lengths.tolist() == [5] * 4 and result.steps == 20
+    floored = dream_rollouts(
+        _ScriptedWorld(), stacks, _RightOnEven(), max_steps=5, seed=0, survival_floor=0.5
+    )
+    assert floored.lengths.tolist() == [4] * 4  # 0.8^4 = 0.41 < 0.5 after step 4
+    np.testing.assert_allclose(floored.expected_returns, np.array([2, 1, 2, 1]) * alive[:4].sum())

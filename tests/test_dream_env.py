@@ -340,15 +340,37 @@ def test_gym_make_without_prior_import(tiny_checkpoints: Path) -> None:
 
 
 def test_bundled_demo_checkpoint_dreams() -> None:
-    """The demo world in the repository loads and dreams real-size frames."""
-    env = gym.make(ENV_ID)  # defaults: the bundled checkpoints/ and its start frames
-    obs, _ = env.reset(seed=0)
-    assert obs.shape == (192, 256, 3) and obs.dtype == np.uint8
-    for _ in range(3):
-        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
-    assert env.observation_space.contains(obs) and np.isfinite(reward)
-    assert info["tokens"].shape == (24, 32)
+    """The demo world in the repository loads and dreams take_cover as recorded.
+
+    Argmax decoding from one start: the view stays put with no key and moves
+    with left or right (apart), each step pays what take_cover pays at frame
+    skip 4 (4 tics survived), and the bundled episode-end model gives a small
+    hazard at the start of an episode.
+    """
+    env = gym.make(ENV_ID, temperature=0.0, precision="fp32")  # the bundled checkpoints/
+    world = env.unwrapped.world
+    assert world.end_model is not None and world.recordings["frame_skip"] == 4
+    last = {}
+    for name in ("left", "right", None):
+        obs, _ = env.reset(seed=0)
+        start = obs
+        assert obs.shape == (192, 256, 3) and obs.dtype == np.uint8
+        action = np.zeros(NUM_KEYS, np.uint8)
+        if name:
+            action[KEY_INDEX[name]] = 1
+        for _ in range(4):
+            obs, reward, terminated, truncated, info = env.step(action)
+            assert 3.0 < reward < 5.0 and 0.0 <= info["end_prob"] < 0.01
+            assert not terminated or info["end_prob"] > 0
+        assert env.observation_space.contains(obs) and info["tokens"].shape == (24, 32)
+        last[name] = (_mad(obs, start), obs)
+    assert last[None][0] < 1.5 < last["left"][0] and last["right"][0] > 1.5  # keys move the view
+    assert _mad(last["left"][1], last["right"][1]) > 1.5  # and left is not right
     env.close()
+
+
+def _mad(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.abs(x.astype(np.int16) - y.astype(np.int16)).mean())
 
 
 def _world_with_recordings(tiny_checkpoints: Path, tmp_path: Path, recordings: dict) -> Path:
@@ -389,6 +411,27 @@ def test_precision_is_an_env_option(tiny_checkpoints: Path, precision: str) -> N
         DreamEnv(tiny_checkpoints, precision="fp8")
     with pytest.raises(ValueError, match="guidance"):
         DreamEnv(tiny_checkpoints, guidance=-1.0)
+
+
+def test_bf16_dreams_what_fp32_dreams(tiny_checkpoints: Path) -> None:
+    """bf16 really runs the memory pass in bfloat16, and its argmax dream stays the fp32 one."""
+    right = np.zeros(NUM_KEYS, np.uint8)
+    right[KEY_INDEX["right"]] = 1
+    tokens, dtypes = {}, {}
+    for precision in ("bf16", "fp32"):
+        env = DreamEnv(tiny_checkpoints, precision=precision, temperature=0.0, obs_type="tokens")
+        seen: set[torch.dtype] = set()
+        # The transformer blocks' matmuls (the head stays fp32 on purpose).
+        linear = next(
+            m for m in env.world.memory.blocks.modules() if isinstance(m, torch.nn.Linear)
+        )
+        hook = linear.register_forward_hook(lambda m, i, out, seen=seen: seen.add(out.dtype))
+        env.reset(seed=0)
+        tokens[precision] = np.stack([env.step(right)[0] for _ in range(4)])
+        hook.remove()
+        dtypes[precision] = seen
+    assert dtypes == {"bf16": {torch.bfloat16}, "fp32": {torch.float32}}
+    assert (tokens["bf16"] == tokens["fp32"]).mean() >= 0.9
 
 
 def test_start_context_stays_within_a_bank_clip(tiny_checkpoints: Path, tmp_path: Path) -> None:

@@ -181,3 +181,46 @@ def test_eval_reports_the_end_model_on_recordings(world_with_end: Path, tmp_path
     assert 0 < end["expected_ends"] < end["steps"] and end["nll"] > 0
     assert results["checkpoints"]["end"] == str(best_model_dir(world_with_end, "end"))
     assert "| ends expected (summed hazard) / real |" in (out / "eval.md").read_text()
+
+
+def test_the_end_models_hazard_ends_episodes_of_every_env(world_with_end: Path) -> None:
+    """DreamEnv, the vector env and the SB3 VecEnv end episodes by the end model's own hazard."""
+    from elworld_gym.dream_env import DreamEnv
+    from elworld_gym.vector_env import DreamVectorEnv
+
+    env = DreamEnv(world_with_end, obs_type="tokens", precision="fp32")
+    vec = DreamVectorEnv(3, world_with_end, obs_type="tokens", precision="fp32")
+    keys = np.zeros(22, np.uint8)
+
+    def set_hazard(bias: float) -> None:
+        for world in (env.world, vec.world):
+            assert world.end_model is not None
+            with torch.no_grad():
+                world.end_model.head.weight.zero_()
+                world.end_model.head.bias.fill_(bias)
+
+    set_hazard(30.0)  # the end model says: it ends now
+    env.reset(seed=0)
+    _, _, terminated, truncated, info = env.step(keys)
+    assert terminated and not truncated and info["end_prob"] == pytest.approx(1.0)
+    vec.reset(seed=0)
+    _, _, terminated, truncated, info = vec.step(np.zeros((3, 22), np.uint8))
+    assert terminated.all() and not truncated.any() and np.allclose(info["end_prob"], 1.0)
+    set_hazard(-30.0)  # it never ends
+    env.reset(seed=0)
+    vec.reset(seed=0)
+    for _ in range(4):
+        _, _, terminated, _, info = env.step(keys)
+        assert not terminated and info["end_prob"] < 1e-6
+        _, _, terminated, _, info = vec.step(np.zeros((3, 22), np.uint8))
+        assert not terminated.any() and (info["end_prob"] < 1e-6).all()
+    pytest.importorskip("stable_baselines3", reason="the optional 'rl' extra is not installed")
+    from elworld_gym.sb3 import DreamVecEnv
+
+    sb3 = DreamVecEnv(env=vec)
+    sb3.reset()
+    set_hazard(30.0)
+    sb3.step_async(np.zeros((3, 22), np.uint8))
+    _, _, dones, infos = sb3.step_wait()
+    assert dones.all() and all(not i["TimeLimit.truncated"] for i in infos)
+    assert all(i["end_prob"] == pytest.approx(1.0) for i in infos)

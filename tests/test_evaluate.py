@@ -90,7 +90,15 @@ def test_eval_writes_json_markdown_and_plot(tiny_checkpoints: Path, tmp_path: Pa
     )
     assert {"precision", "recall"} <= set(results["memory"]["end_head"])
     assert 0.0 <= results["memory"]["next_token_acc"] <= 1.0
-    assert "| horizon | dream PSNR | copy-last PSNR" in (out / "eval.md").read_text()
+    report = (out / "eval.md").read_text()
+    assert "| horizon | dream PSNR | copy-last PSNR" in report
+    # Every step pays 1 (as take_cover pays ~4): a constant scores precision / recall 1.00, so
+    # the report shows the reward error against the best constant's (here 0) instead.
+    reward = results["memory"]["reward_head"]
+    assert reward["constant_mse"] == 0.0 and reward["steps"] == reward["actual"] > 0
+    assert f"| reward head MSE (best constant) | {reward['mse']:.4g} (0) |" in report
+    assert "reward head precision / recall" not in report
+    assert "end head precision / recall" in report
     assert (out / "psnr_vs_horizon.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -252,3 +260,83 @@ def test_eval_refuses_recordings_at_another_frame_skip() -> None:
     check_world_rate({}, {"frame_skip": 2}, Path("m"), Path("d"))  # older world: unknown
     with pytest.raises(ValueError, match=r"--data d was recorded at frame skip 2.*frame skip 4"):
         check_world_rate({"frame_skip": 4}, {"frame_skip": 2}, Path("m"), Path("d"))
+
+
+def test_idm_scores_read_the_dream_and_the_shuffle_shuffles(
+    tiny_checkpoints: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A dream that shows its keys and an IDM that reads them: 1.0 on dreams, chance on the floor.
+
+    The memory model is replaced by a perfectly controllable one (frame ``t+1``
+    is all token 1 when right was held at ``t``, all token 2 when left was) and
+    the IDM by one that reads those frames exactly (real frames read as no key).
+    A dream row scored on real frames would score 0; a shuffle that does not
+    shuffle (or a floor scored against the driving keys) would score 1.0 on
+    the floor.
+    """
+    import elworld.eval.evaluate as evaluate_module
+    import elworld.eval.idm_scores as idm_scores_module
+    from elworld.checkpoint import load_model
+    from elworld.eval.evaluate import EvalConfig, evaluate
+    from elworld.model.memory import MemoryModel
+    from elworld.model.vision import VisionModel
+
+    left, right = KEY_INDEX["left"], KEY_INDEX["right"]
+    vision = load_model(tiny_checkpoints / "vision/best_model", VisionModel)
+    memory = load_model(tiny_checkpoints / "memory/best_model", MemoryModel)
+    grid = (vision.config.grid_height, vision.config.grid_width)
+    tokens_per_frame = grid[0] * grid[1]
+    showing = {
+        key: evaluate_module._decode(vision, torch.full((1, tokens_per_frame), token), grid, 1)[0]
+        for key, token in (("right", 1), ("left", 2))
+    }
+    assert not np.array_equal(showing["right"], showing["left"])
+
+    def controllable_rollout(memory, context, actions, *args, **kwargs):
+        token = torch.where(actions[..., right] > 0, 1, 2).long()  # (S, H)
+        return token[..., None].expand(*token.shape, tokens_per_frame).to(context.device)
+
+    def reading_idm(idm, frames):
+        before, after = idm.config.before, idm.config.after
+        rows = []
+        for j in range(len(frames) - before - after):
+            shown = frames[before + j + 1]  # obs[t+1] shows the keys of step t
+            rows.append([np.array_equal(shown, showing[k]) for k in idm.config.keys])
+        return np.array(rows, dtype=bool).reshape(-1, len(idm.config.keys))
+
+    monkeypatch.setattr(evaluate_module, "_rollout", controllable_rollout)
+    monkeypatch.setattr(idm_scores_module, "predict_keys", reading_idm)
+    data = tmp_path / "heldout"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    clip = sliding_square_clip(40)
+    for i in range(3):  # left or right, one at a time, changing every few steps
+        right_held = np.repeat(rng.integers(0, 2, 10), 4).astype(bool)
+        act = np.zeros((40, 22), np.uint8)
+        act[right_held, right], act[~right_held, left] = 1, 1
+        np.savez(data / f"ep_{i}.npz", obs=clip, act=act)
+        (data / f"ep_{i}.json").write_text(json.dumps({"frame_skip": 4}))
+    idm = InverseDynamicsModel.from_checkpoint(_tiny_idm(tmp_path / "idm"))
+    config = EvalConfig(horizons=(4,), start_stride=2, idm_horizon=6)
+    with torch_threads(1):
+        scores = evaluate(vision, memory, find_episodes(data), config, idm=idm)["memory"]["idm"]
+    assert scores["scored_keys"] == ["left", "right"]
+    assert scores["dream"]["macro_f1"] == 1.0 and scores["dream_shuffled"]["macro_f1"] == 1.0
+    assert scores["real"]["macro_f1"] == 0.0  # real frames show no key to this IDM
+    floor = scores["dream_shuffled_vs_recorded"]
+    assert floor["windows"] == scores["dream"]["windows"] > 100
+    assert 0.2 < floor["macro_f1"] < 0.8  # the keys of another start: about chance
+
+
+def test_reward_precision_recall_is_reported_only_when_a_constant_cannot_score_it() -> None:
+    from elworld.eval.report import _head_lines
+
+    two_sided = {"mse": 0.5, "constant_mse": 2.0, "steps": 10, "actual": 4, "predicted": 5,
+                 "precision": 0.8, "recall": 1.0}  # fmt: skip
+    lines = _head_lines("reward_head", two_sided)
+    assert lines == [
+        "| reward head MSE (best constant) | 0.5 (2) |",
+        "| reward head precision / recall | 0.80 / 1.00 (5 predicted, 4 actual) |",
+    ]
+    assert _head_lines("reward_head", {**two_sided, "actual": 10}) == lines[:1]
+    assert _head_lines("reward_head", {**two_sided, "actual": 0}) == lines[:1]

@@ -62,3 +62,24 @@ def test_rows_start_from_one_frame_and_differ_by_keys(
     height, width = Image.open(path).size[::-1]
     frame_h = env.observation_space.shape[0]
     assert height == 6 * (frame_h + 14) and width == 3 * env.observation_space.shape[1]
+
+
+class SlidingDream(SlidingGame):
+    """A dream that follows its keys exactly (the column moves), started from the given frame."""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        start = (options or {}).get("observation")
+        self.x = int(np.argmax(start[0, :, 0])) if start is not None else self.size // 2
+        return self._frame(), {}
+
+
+def test_dream_rows_differ_by_keys_when_the_dream_follows_them() -> None:
+    """The dream rows get each combination's keys: a dream that ignored them would not move."""
+    combos = [("left",), ("right",), ()]
+    figure = keys_figure(SlidingDream(), SlidingGame(), combos, steps=5, seed=0)
+    change = figure.change_from_start()
+    assert change["none"]["dream"] == 0.0
+    assert change["left"]["dream"] > 0 and change["right"]["dream"] > 0
+    assert figure.last_frame_gap()["dream"] > 0  # left and right ended apart in the dream
+    for real, dream in zip(figure.real, figure.dream):
+        assert np.array_equal(real, dream)  # it follows the keys as the game does

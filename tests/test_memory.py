@@ -501,6 +501,27 @@ def test_guidance_one_is_the_plain_conditional_pass() -> None:
     assert model.sample(tokens, actions, guidance=4.0, temperature=0).tokens.shape == plain.shape
 
 
+def test_guided_logits_follow_the_formula() -> None:
+    """guidance g: ``uncond + g * (cond - uncond)``, uncond being the pass without the action."""
+    model = tiny_model(action_dropout=0.5, seed=1).eval()
+    with torch.no_grad():
+        model.null_action.normal_()  # a "no action" unlike any real one
+    tokens, actions = random_inputs(3)
+    masked = torch.full_like(tokens, model.mask_id)
+    with torch.no_grad():
+        cond = model(tokens, actions, None, masked).logits.float()
+        uncond = model(tokens, actions, None, masked, drop_action=torch.ones(3, dtype=torch.bool))
+        uncond = uncond.logits.float()
+        guided, out = model._logits(tokens, actions, None, masked, 3.0)
+    assert (cond - uncond).abs().max() > 1e-3  # the action matters, so g matters
+    torch.testing.assert_close(guided, uncond + 3.0 * (cond - uncond), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.logits, cond, rtol=1e-4, atol=1e-4)  # heads: conditional
+    strong = uncond + 50.0 * (cond - uncond)
+    greedy = model.sample(tokens, actions, temperature=0, guidance=50.0, steps=1).tokens
+    assert torch.equal(greedy, strong.argmax(-1))
+    assert not torch.equal(greedy, cond.argmax(-1))  # guidance changed the frame
+
+
 def test_axial_adaln_learns_the_action_dependent_shift() -> None:
     torch.manual_seed(0)
     model = train(MemoryModel(tiny_config(**CONTROL)), shift_toy, steps=300, seed=1)

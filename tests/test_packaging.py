@@ -51,7 +51,9 @@ def test_pyproject_lists_every_package_and_maps_the_demo_world() -> None:
     from setuptools import find_packages
 
     config = PYPROJECT["tool"]["setuptools"]
-    found = find_packages(str(REPO), include=["elworld", "elworld.*", "elworld_gym", "elworld_gym.*"])
+    found = find_packages(
+        str(REPO), include=["elworld", "elworld.*", "elworld_gym", "elworld_gym.*"]
+    )
     listed = set(config["packages"])
     missing = set(found) - listed
     assert not missing, f"add {sorted(missing)} to [tool.setuptools] packages in pyproject.toml"
@@ -96,6 +98,7 @@ DREAM_SCRIPT = textwrap.dedent(
     from elworld.world.loading import bundled_checkpoints_root
 
     env = gym.make("elworld_gym:ElWorldDream-v0")
+    end_model = env.unwrapped.world.end_model is not None
     obs, info = env.reset(seed=0)
     for _ in range(3):
         obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
@@ -115,6 +118,7 @@ DREAM_SCRIPT = textwrap.dedent(
         "version": elworld.__version__,
         "metadata_version": importlib.metadata.version("elworld"),
         "obs_shape": list(obs.shape),
+        "end_model": end_model,
         "errors": errors,
     }))
     """
@@ -134,7 +138,9 @@ def _fresh_venv(path: Path) -> Path:
     python = path / "bin" / "python"
     own = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     borrowed = [p for p in site.getsitepackages() if Path(p).is_dir()]
     (Path(own) / "_elworld_test_borrowed.pth").write_text("\n".join(borrowed) + "\n")
@@ -153,30 +159,55 @@ def test_wheel_installs_and_dreams_outside_the_checkout(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     build = subprocess.run(
         [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(REPO)],
-        capture_output=True, text=True, env=_clean_env(),
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
     )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     (wheel,) = dist.glob("elworld-*.whl")
     (sdist,) = dist.glob("elworld-*.tar.gz")
-    logger.info("wheel %s: %.2f MB; sdist %.2f MB", wheel.name, wheel.stat().st_size / 1e6,
-                sdist.stat().st_size / 1e6)
+    logger.info(
+        "wheel %s: %.2f MB; sdist %.2f MB",
+        wheel.name,
+        wheel.stat().st_size / 1e6,
+        sdist.stat().st_size / 1e6,
+    )
 
     names = set(zipfile.ZipFile(wheel).namelist())
     demo = "elworld_gym/demo_world/"
-    for kind in ("vision", "memory"):
+    # Every kind the checkout bundles, not just the two the dream cannot start without: a
+    # wheel without end/ would silently dream with the memory model's end head instead.
+    kinds = sorted(p.parent.name for p in (REPO / "checkpoints").glob("*/best_model"))
+    assert {"vision", "memory", "end", "control"} <= set(kinds), kinds
+    for kind in kinds:
         for file in ("model.safetensors", "config.json", "training_info.json", "README.md"):
-            assert f"{demo}{kind}/best_model/{file}" in names
+            assert f"{demo}{kind}/best_model/{file}" in names, f"{kind}/best_model/{file}"
     assert f"{demo}start_frames.npz" in names
     assert not [n for n in names if n.endswith(".pth") or "_model_checkpoint_" in n]
-    sources = {p.relative_to(REPO).as_posix() for d in ("elworld", "elworld_gym")
-               for p in (REPO / d).rglob("*.py")}
+    sources = {
+        p.relative_to(REPO).as_posix()
+        for d in ("elworld", "elworld_gym")
+        for p in (REPO / d).rglob("*.py")
+    }
     assert not sources - names, f"modules missing from the wheel: {sorted(sources - names)}"
 
     python = _fresh_venv(tmp_path / "venv")
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--force-reinstall",
-         "--disable-pip-version-check", "--quiet", str(wheel)],
-        capture_output=True, text=True, env=_clean_env(),
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--force-reinstall",
+            "--disable-pip-version-check",
+            "--quiet",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
     )
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
 
@@ -185,7 +216,11 @@ def test_wheel_installs_and_dreams_outside_the_checkout(tmp_path: Path) -> None:
     missing = elsewhere / "no-such-root"
     run = subprocess.run(
         [str(python), "-c", DREAM_SCRIPT, str(missing), str(elsewhere / "broken")],
-        cwd=elsewhere, capture_output=True, text=True, env=_clean_env(), timeout=300,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=300,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
@@ -193,6 +228,7 @@ def test_wheel_installs_and_dreams_outside_the_checkout(tmp_path: Path) -> None:
     assert site_packages.is_relative_to((tmp_path / "venv").resolve()), result
     assert Path(result["bundled_root"]) == site_packages / "elworld_gym" / "demo_world"
     assert result["version"] == result["metadata_version"] == elworld.__version__
+    assert result["end_model"], "the installed dream did not load the bundled episode-end model"
     assert result["errors"]["missing"].startswith(
         f"checkpoints root {missing} (from $ELWORLD_CHECKPOINTS) does not exist"
     )
@@ -212,8 +248,65 @@ def test_wheel_installs_and_dreams_outside_the_checkout(tmp_path: Path) -> None:
         ["play", "--seed", "0", "--max-frames", "3", "--fps", "1000"],
     ):
         command = subprocess.run(
-            [cli, *args], cwd=elsewhere, capture_output=True, text=True, env=_clean_env(),
+            [cli, *args],
+            cwd=elsewhere,
+            capture_output=True,
+            text=True,
+            env=_clean_env(),
             timeout=300,
         )
         assert command.returncode == 0, f"elworld {' '.join(args)}: {command.stderr[-3000:]}"
     assert (elsewhere / "dream.mp4").stat().st_size > 0
+
+
+def _imported_distributions() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Third-party distributions the sources import: (at module level, anywhere), by file."""
+    import ast
+    import importlib.metadata
+
+    dists = importlib.metadata.packages_distributions()
+    own = {"elworld", "elworld_gym", "conftest"}
+    top_level: dict[str, set[str]] = {}
+    anywhere: dict[str, set[str]] = {}
+    for source in sorted(p for d in ("elworld", "elworld_gym") for p in (REPO / d).rglob("*.py")):
+        tree = ast.parse(source.read_text())
+        module_level = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                root = name.split(".")[0]
+                if root in sys.stdlib_module_names or root in own:
+                    continue
+                for dist in dists.get(root, [root]):
+                    key = dist.lower().replace("_", "-")
+                    anywhere.setdefault(key, set()).add(source.name)
+                    if id(node) in module_level:
+                        top_level.setdefault(key, set()).add(source.name)
+    return top_level, anywhere
+
+
+def _requirement_names(requirements: list[str]) -> set[str]:
+    import re
+
+    return {
+        re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements
+    }
+
+
+def test_pyproject_declares_every_imported_dependency() -> None:
+    """The wheel test installs with --no-deps, so this is where a missing dependency shows."""
+    required = _requirement_names(PYPROJECT["project"]["dependencies"])
+    optional = set().union(
+        *(_requirement_names(r) for r in PYPROJECT["project"]["optional-dependencies"].values())
+    )
+    top_level, anywhere = _imported_distributions()
+    assert {"torch", "numpy", "gymnasium", "tqdm", "safetensors"} <= set(top_level)
+    missing = {d: sorted(f) for d, f in top_level.items() if d not in required}
+    assert not missing, f"imported when elworld is imported, not in dependencies: {missing}"
+    undeclared = {d: sorted(f) for d, f in anywhere.items() if d not in required | optional}
+    assert not undeclared, f"imported but in no dependency list of pyproject.toml: {undeclared}"

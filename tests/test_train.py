@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -231,3 +232,35 @@ def test_compiled_memory_training_matches_eager(data_dir: Path, tmp_path: Path) 
             extra
         )
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-3)
+
+
+def test_memory_resume_and_resume_from_a_best_model_reproduce_the_losses(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--resume, and --resume-from a best_model (as the bundled world ships), continue exactly."""
+    vision = _train_tiny_vision(data_dir, tmp_path / "v")
+    args = ["train", "memory", "--data", str(data_dir), "--vision", str(vision), "--epochs", "3",
+            "--n-layer", "1", "--n-head", "2", "--n-embd", "16", *TINY_RUN]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    assert main([*args, "--out", str(tmp_path / "split"), "--time-limit", "0"]) == 0
+    assert main([*args, "--out", str(tmp_path / "split"), "--resume"]) == 0
+    # Only the best model of a one-epoch run travels, as in checkpoints/memory/best_model.
+    assert main([*args, "--out", str(tmp_path / "one"), "--time-limit", "0"]) == 0
+    bundled = tmp_path / "bundled" / "best_model"
+    shutil.copytree(checkpoint.best_model_dir(tmp_path / "one", "memory"), bundled)
+    shutil.rmtree(tmp_path / "one")
+    assert main([*args, "--out", str(tmp_path / "continued"), "--resume-from", str(bundled)]) == 0
+    assert [e for e, _ in checkpoint.list_epoch_checkpoints(tmp_path / "continued", "memory")] == [
+        2, 3,
+    ]  # fmt: skip
+    for epoch in (2, 3):
+        full = _info(checkpoint.epoch_checkpoint_dir(tmp_path / "full", "memory", epoch))["metrics"]
+        for run in ("split", "continued"):
+            path = checkpoint.epoch_checkpoint_dir(tmp_path / run, "memory", epoch)
+            got = _info(path)["metrics"]
+            assert got["train_loss"] == pytest.approx(full["train_loss"], rel=1e-5, abs=1e-7), run
+            assert got["val_loss"] == pytest.approx(full["val_loss"], rel=1e-5, abs=1e-7), run
+    # A folder without the training state is refused by name.
+    (bundled / "optimizer.pth").unlink()
+    assert main([*args, "--out", str(tmp_path / "again"), "--resume-from", str(bundled)]) == 1
+    assert f"--resume-from {bundled}: no optimizer.pth there" in capsys.readouterr().err

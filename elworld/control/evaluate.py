@@ -357,7 +357,8 @@ def markdown_report(report: dict[str, Any]) -> str:
             + (", and Spearman met: met." if report["judge_met"] else ": not met."),
             "",
         ]
-    lines += [f"Reference: {WORLD_MODELS_REFERENCE}.", ""]
+    if str(report.get("real_env", "")).partition(":")[2] == "take_cover":  # its reference only
+        lines += [f"Reference: {WORLD_MODELS_REFERENCE}.", ""]
     return "\n".join(lines)
 
 

@@ -31,14 +31,25 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"min": float(min(values)), "mean": float(np.mean(values)), "max": float(max(values))}
 
 
+def _how_it_ended(labels: dict[str, np.ndarray]) -> str:
+    """``"by itself"`` (done), ``"truncated"`` (a time limit, cap or stop) or ``"unknown"``."""
+    if "done" in labels and labels["done"][-1]:
+        return "by itself"
+    if "truncated" in labels and labels["truncated"][-1]:
+        return "truncated"
+    return "unknown"
+
+
 def summarize(directory: str | Path, val_fraction: float = 0.1, seed: int = 0) -> dict[str, Any]:
     """The statistics ``elworld data info`` shows, as a JSON-ready dict."""
     paths = find_episodes(directory)
     infos = [inspect_episode(path) for path in paths]
     key_counts = np.zeros(NUM_KEYS, dtype=np.int64)
     returns = []
+    ended = Counter()  # episodes by how they ended (done / truncated / neither known)
     for path in paths:
         labels = read_labels(path)
+        ended[_how_it_ended(labels)] += 1
         key_counts += labels["act"].sum(axis=0, dtype=np.int64)
         if "rew" in labels:
             returns.append(float(labels["rew"].sum(dtype=np.float64)))
@@ -54,6 +65,7 @@ def summarize(directory: str | Path, val_fraction: float = 0.1, seed: int = 0) -
         "episode_length": _stats([info.num_frames for info in infos]),
         "episodes_with_reward": len(returns),
         "episodes_with_done": sum(info.has_done for info in infos),
+        "episodes_ended": dict(ended),
         "returns": _stats(returns) if returns else None,
         "key_share": {name: float(key_counts[i] / total) for i, name in enumerate(KEY_NAMES)},
         "split": {
@@ -86,6 +98,11 @@ def _format_info(summary: dict[str, Any]) -> str:
             f"  ({summary['episodes_with_reward']} episodes with rew)"
         )
     lines.append(f"with done      {summary['episodes_with_done']} episodes")
+    ended = summary.get("episodes_ended", {})
+    lines.append(
+        "ended          "
+        + ", ".join(f"{ended[k]} {k}" for k in ("by itself", "truncated", "unknown") if k in ended)
+    )
     split = summary["split"]
     lines.append(
         f"split          train {split['train']} episodes ({split['train_frames']} frames), "

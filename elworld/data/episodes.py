@@ -1,8 +1,11 @@
 """Episode recordings: find, validate, stream and split ``.npz`` files.
 
 One ``.npz`` per episode holds ``obs (N, H, W, 3) uint8``, ``act (N, 22) uint8``
-and optionally ``rew (N,)`` float and ``done (N,)`` bool/uint8 (see
-``docs/ARCHITECTURE.md``). Validation reads only the ``.npy`` headers inside the
+and optionally ``rew (N,)`` float, ``done (N,)`` and ``truncated (N,)`` bool/uint8
+(the format is described once, in ``elworld.record.writer``). ``done`` means the
+episode ended by itself (death, goal); a time limit, a step cap or a stop is
+``truncated``, never ``done``. Files written before ``truncated`` existed are
+read through their sidecar's ``"ended"`` (see ``read_labels``). Validation reads only the ``.npy`` headers inside the
 zip, and ``iter_frames`` streams ``obs`` a chunk at a time, so neither ever
 holds a whole episode in memory.
 """
@@ -48,6 +51,7 @@ class EpisodeInfo:
     num_keys: int
     has_reward: bool
     has_done: bool
+    has_truncated: bool = False
 
 
 @dataclass
@@ -146,7 +150,11 @@ def inspect_episode(path: str | Path, num_keys: int = NUM_KEYS) -> EpisodeInfo:
         raise DataError(
             f"{path}: obs has {n} frames but act has {act.shape[0]} rows (expected the same N)"
         )
-    for key, kinds, expected in (("rew", "fiub", "float"), ("done", "biu", "bool/uint8")):
+    for key, kinds, expected in (
+        ("rew", "fiub", "float"),
+        ("done", "biu", "bool/uint8"),
+        ("truncated", "biu", "bool/uint8"),
+    ):
         header = headers.get(key)
         if header is None:
             continue
@@ -164,6 +172,7 @@ def inspect_episode(path: str | Path, num_keys: int = NUM_KEYS) -> EpisodeInfo:
         num_keys=num_keys,
         has_reward="rew" in headers,
         has_done="done" in headers,
+        has_truncated="truncated" in headers,
     )
 
 
@@ -227,8 +236,13 @@ def iter_frames(
 def read_labels(path: str | Path) -> dict[str, np.ndarray]:
     """The small per-step arrays of an episode, loaded fully.
 
-    Returns ``{"act": uint8 (N, 22)}`` plus ``"rew": float32 (N,)`` and
-    ``"done": bool (N,)`` when the file has them.
+    Returns ``{"act": uint8 (N, 22)}`` plus ``"rew": float32 (N,)``,
+    ``"done": bool (N,)`` (ended by itself) and ``"truncated": bool (N,)`` (cut
+    by a time limit, cap or stop) when the file has them. A file without
+    ``truncated`` (written before it existed) gets it from its sidecar's
+    ``"ended"``, and ``done`` is corrected there: old recorders set ``done`` on
+    a time limit too (``"ended": "truncated"``), which would teach a world to
+    die at the cap (see ``legacy_ends``).
     """
     path = Path(path)
     info = inspect_episode(path)
@@ -240,6 +254,8 @@ def read_labels(path: str | Path) -> dict[str, np.ndarray]:
                 labels["rew"] = np.asarray(archive["rew"], dtype=np.float32)
             if info.has_done:
                 labels["done"] = np.asarray(archive["done"]).astype(bool)
+            if info.has_truncated:
+                labels["truncated"] = np.asarray(archive["truncated"]).astype(bool)
     except _CORRUPT as error:
         raise DataError(
             f"{path} is not a readable .npz (truncated or corrupt?): {error}"
@@ -248,7 +264,47 @@ def read_labels(path: str | Path) -> dict[str, np.ndarray]:
         raise DataError(
             f"{path}: act must hold only 0 and 1 (multi-hot keys), found {labels['act'].max()}"
         )
+    if not info.has_truncated:
+        legacy_ends(path, labels)
     return labels
+
+
+# Files whose done flag was corrected from the sidecar (logged once per process).
+_corrected: set[Path] = set()
+
+
+def legacy_ends(path: str | Path, labels: dict[str, np.ndarray]) -> None:
+    """Fill in ``labels["truncated"]`` for a file written before it existed, in place.
+
+    The sidecar's ``"ended"`` says how the episode ended: ``"terminated"``
+    leaves ``truncated`` all 0; ``"truncated"`` (a time limit), ``"max_steps"``
+    or ``"stopped"`` set its last step, and a ``done[-1] = 1`` that old
+    recorders wrote for a time limit is cleared (a warning, once per process,
+    names the first such file). Without a sidecar or ``"ended"`` nothing is
+    known and ``labels`` is left as it is.
+    """
+    ended = read_sidecar(path).get("ended")
+    if ended not in ("terminated", "truncated", "max_steps", "stopped"):
+        return
+    n = len(labels["act"])
+    truncated = np.zeros(n, dtype=bool)
+    if n and ended != "terminated":
+        truncated[-1] = True
+        done = labels.get("done")
+        if done is not None and done[-1]:
+            done[-1] = False
+            path = Path(path)
+            if not _corrected:
+                logger.warning(
+                    "%s was recorded before time limits were kept apart from game over: its "
+                    "sidecar says \"ended\": %r but done[-1] is 1; reading it as truncated, not "
+                    "an end (other such files are corrected silently)",
+                    path, ended,
+                )  # fmt: skip
+            else:
+                logger.debug("%s: done[-1] read as truncated (sidecar ended=%r)", path, ended)
+            _corrected.add(path)
+    labels["truncated"] = truncated
 
 
 def read_actions(path: str | Path) -> np.ndarray:
@@ -262,7 +318,7 @@ def read_rewards(path: str | Path) -> np.ndarray | None:
 
 
 def read_dones(path: str | Path) -> np.ndarray | None:
-    """An episode's end flags, ``(N,)`` bool, or ``None`` when not recorded."""
+    """An episode's end flags (ended by itself), ``(N,)`` bool, or ``None`` when not recorded."""
     return read_labels(path).get("done")
 
 
@@ -322,17 +378,19 @@ def read_sidecar(path: str | Path, *, strict: bool = False) -> dict[str, Any]:
 
 
 # Sidecar facts that say where a world's data came from (recorded in training_info.json).
-PROVENANCE_FIELDS = ("source", "scenario", "frame_skip", "policy", "keys")
+PROVENANCE_FIELDS = ("source", "scenario", "frame_skip", "steps_per_second", "policy", "keys")
 GAME_TICS_PER_SECOND = 35  # ViZDoom
 
 
 def recording_provenance(episodes: list[Path]) -> dict[str, Any]:
     """Where recordings came from, from their sidecars: each field's single value or sorted values.
 
-    Adds ``steps_per_second`` (35 game tics / frame skip) when one frame skip
-    is shared by all episodes of a ViZDoom recording, or the frame rate when
-    one ``fps`` is shared by all episodes of a screen recording
-    (``elworld record screen``); a field no sidecar has is left out.
+    ``steps_per_second`` is the sidecars' own (any game's recorder can write it:
+    ``record_env`` takes the env's ``metadata["render_fps"]``); when they hold
+    none, it is derived for a ViZDoom recording (35 game tics / a frame skip
+    shared by all episodes), or the frame rate of a screen recording
+    (``elworld record screen``) when one ``fps`` is shared by all episodes. A
+    field no sidecar has is left out.
     """
     found: dict[str, set[str]] = {}
     screen_fps: set[float] = set()
@@ -348,6 +406,8 @@ def recording_provenance(episodes: list[Path]) -> dict[str, Any]:
         if name in found:
             values = [json.loads(v) for v in sorted(found[name])]
             info[name] = values[0] if len(values) == 1 else values
+    if "steps_per_second" in info:
+        return info
     if isinstance(info.get("frame_skip"), int) and info.get("source") == "vizdoom":
         info["steps_per_second"] = GAME_TICS_PER_SECOND / info["frame_skip"]
     elif info.get("source") == "screen" and len(screen_fps) == 1:

@@ -41,11 +41,11 @@ from elworld.keys import KEY_NAMES
 from elworld.model.common import autocast
 from elworld.model.end import EndModel
 from elworld.model.idm import (
-    LABELS,
-    OPPOSING_KEYS,
     InverseDynamicsModel,
     check_frame_skip,
     effective_keys,
+    labels_text,
+    opposing_pairs,
 )
 from elworld.train.end import EndEpisode, end_scores
 from elworld.world.dream import sample_next
@@ -276,7 +276,8 @@ def _idm_setup(
             f"idm_horizon must be >= {idm.config.after} (the IDM's frames after a step), got {config.idm_horizon}"
         )
     check_frame_skip(idm.config, episodes)
-    held = effective_keys(np.concatenate(episode_actions)).any(axis=0)
+    held = effective_keys(np.concatenate(episode_actions), opposing_pairs(idm.config))
+    held = held.any(axis=0)
     pressed = [name for name, h in zip(KEY_NAMES, held) if h]
     scored = [key for key in idm.config.keys if key in pressed]
     if not scored:
@@ -447,6 +448,9 @@ def _memory_results(
         pred, true = np.concatenate(heads["rew_pred"]), np.concatenate(heads["rew_true"])
         results["reward_head"] = {
             "mse": float(np.mean((pred - true) ** 2)),
+            # The best constant (the mean reward) scores the variance: the bar to beat.
+            "constant_mse": float(np.var(true)),
+            "steps": int(len(true)),
             **precision_recall(
                 np.abs(pred) > config.reward_threshold, np.abs(true) > config.reward_threshold
             ),
@@ -465,7 +469,7 @@ def _idm_results(idm: InverseDynamicsModel, idm_run: _IDMRun, config: EvalConfig
         "horizon": config.idm_horizon,
         "temperature": config.idm_temperature,
         "frame_skip": idm.config.frame_skip,
-        "labels": LABELS,
-        "opposing_keys": [list(pair) for pair in OPPOSING_KEYS],
+        "labels": labels_text(idm.config),
+        "opposing_keys": [list(pair) for pair in opposing_pairs(idm.config)],
         **idm_run.scorer.scores(),
     }

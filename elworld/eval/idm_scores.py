@@ -11,6 +11,7 @@ from elworld.model.idm import (
     InverseDynamicsModel,
     effective_keys,
     macro_f1,
+    opposing_pairs,
     predict_keys,
 )
 
@@ -44,7 +45,8 @@ class IDMScorer:
     def add(self, name: str, pred: np.ndarray, act: np.ndarray) -> None:
         """Score ``pred`` against the effective keys of the first ``len(pred)`` rows of raw ``act (>= len(pred), 22)``."""
         self.pred[name].append(pred)
-        self.true[name].append(effective_keys(act[: len(pred)])[:, self.act_columns].astype(bool))
+        keys = effective_keys(act[: len(pred)], opposing_pairs(self.idm.config))
+        self.true[name].append(keys[:, self.act_columns].astype(bool))
 
     def scores(self) -> dict[str, dict[str, Any]]:
         empty = np.zeros((0, len(self.scored)), bool)

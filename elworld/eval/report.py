@@ -12,6 +12,28 @@ from elworld.model.idm import (
 )
 
 
+def _head_lines(name: str, head: dict[str, Any]) -> list[str]:
+    """Report rows for the end or reward head: only figures a constant prediction would not reach.
+
+    The reward head's error is shown against the best constant's (the mean
+    reward); its precision / recall only when the recorded steps are not all
+    on one side of the threshold (in take_cover every step pays ~4, so "always
+    a reward" would score 1.00 / 1.00 there).
+    """
+    lines = []
+    one_sided = False
+    if "constant_mse" in head:
+        lines.append(
+            f"| {name.replace('_', ' ')} MSE (best constant) | {head['mse']:.4g} ({head['constant_mse']:.4g}) |"
+        )
+        one_sided = head["actual"] in (0, head["steps"])
+    if not one_sided:
+        lines.append(
+            f"| {name.replace('_', ' ')} precision / recall | {_fmt(head['precision'])} / {_fmt(head['recall'])} ({head['predicted']} predicted, {head['actual']} actual) |"
+        )
+    return lines
+
+
 def _fmt(value: float) -> str:
     return (
         "n/a"
@@ -50,10 +72,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         ]
         for name in ("end_head", "reward_head"):
             if name in m:
-                head = m[name]
-                lines.append(
-                    f"| {name.replace('_', ' ')} precision / recall | {_fmt(head['precision'])} / {_fmt(head['recall'])} ({head['predicted']} predicted, {head['actual']} actual) |"
-                )
+                lines += _head_lines(name, m[name])
         lines += [
             "",
             "| horizon | dream PSNR | copy-last PSNR | dream - copy-last | reconstruction ceiling | starts |",

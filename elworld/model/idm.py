@@ -74,6 +74,11 @@ class IDMConfig:
     dropout: float = 0.1
     frame_skip: int | None = None  # from the training recordings' JSON sidecars
     scenario: str | None = None
+    # Facts about the game, not take_cover: mirror augmentation (the game looks the same
+    # mirrored left/right, MIRROR_PAIRS swapping) and OPPOSING_KEYS held together acting as
+    # neither (ViZDoom). ``idm_config_for`` decides them from the recordings.
+    mirror: bool = True
+    cancel_opposing: bool = True
 
     def __post_init__(self) -> None:
         self.keys = tuple(self.keys)
@@ -102,7 +107,19 @@ class IDMConfig:
 # --------------------------------------------------------------------------- inputs
 
 
-def effective_keys(actions: np.ndarray) -> np.ndarray:
+def opposing_pairs(config: IDMConfig | None) -> tuple[tuple[str, str], ...]:
+    """The key pairs that cancel for an IDM of ``config`` (all of ``OPPOSING_KEYS``, or none)."""
+    return OPPOSING_KEYS if config is None or config.cancel_opposing else ()
+
+
+def labels_text(config: IDMConfig | None) -> str:
+    """What an IDM's labels are, for its reports."""
+    return LABELS if opposing_pairs(config) else "keys as recorded (opposing keys do not cancel)"
+
+
+def effective_keys(
+    actions: np.ndarray, opposing: tuple[tuple[str, str], ...] = OPPOSING_KEYS
+) -> np.ndarray:
     """The keys that act: ``(..., 22)`` multi-hot -> ``(..., 22)`` uint8, opposing pairs held together zeroed.
 
     Holding both keys of an ``OPPOSING_KEYS`` pair has the effect of holding
@@ -111,7 +128,7 @@ def effective_keys(actions: np.ndarray) -> np.ndarray:
     act = np.array(actions, dtype=np.uint8, copy=True)
     if act.ndim < 1 or act.shape[-1] != len(KEY_NAMES):
         raise ValueError(f"actions must be (..., {len(KEY_NAMES)}), got {act.shape}")
-    for a, b in OPPOSING_KEYS:
+    for a, b in opposing:
         ia, ib = KEY_INDEX[a], KEY_INDEX[b]
         both = (act[..., ia] > 0) & (act[..., ib] > 0)
         act[..., ia][both] = 0
@@ -139,7 +156,7 @@ def idm_windows(bands: torch.Tensor, before: int, after: int) -> torch.Tensor:
 
 def window_labels(act: np.ndarray, config: IDMConfig) -> np.ndarray:
     """The scored effective keys of every windowed step: ``(N - before - after, K)`` bool from ``act (N, 22)``."""
-    steps = effective_keys(act[config.before : len(act) - config.after])  # (N - before - after, 22)
+    steps = effective_keys(act[config.before : len(act) - config.after], opposing_pairs(config))
     return steps[:, [KEY_INDEX[k] for k in config.keys]].astype(bool)
 
 
@@ -294,13 +311,27 @@ def check_frame_skip(config: IDMConfig, episodes: list[Path]) -> None:
 
 
 def idm_config_for(episodes: list[Path], **fields: Any) -> IDMConfig:
-    """An ``IDMConfig`` for training on ``episodes``: the keys they press (effectively), their frame skip and scenario."""
+    """An ``IDMConfig`` for training on ``episodes``: the keys they press (effectively), their frame skip and scenario.
+
+    ``cancel_opposing`` defaults to on for ViZDoom recordings (and recordings
+    that do not name their source), off for other games; ``mirror`` to on when
+    the keys pressed hold a whole ``MIRROR_PAIRS`` pair (left and right, or a and d).
+    """
+    if fields.get("cancel_opposing") is None:
+        try:
+            source = sidecar_value(episodes, "source")
+        except ValueError:  # sources differ: keep ViZDoom's rule
+            source = None
+        fields["cancel_opposing"] = source in (None, "vizdoom")
+    opposing = OPPOSING_KEYS if fields["cancel_opposing"] else ()
     pressed = np.zeros(len(KEY_NAMES), bool)
     for path in episodes:
-        pressed |= effective_keys(read_labels(path)["act"]).any(axis=0)
+        pressed |= effective_keys(read_labels(path)["act"], opposing).any(axis=0)
     if not pressed.any():
         raise ValueError("the training episodes never press a key: an IDM has nothing to learn")
     keys = tuple(name for name, held in zip(KEY_NAMES, pressed) if held)
+    if fields.get("mirror") is None:
+        fields["mirror"] = any(a in keys and b in keys for a, b in MIRROR_PAIRS)
     return IDMConfig(
         keys=keys,
         frame_skip=sidecar_value(episodes, "frame_skip"),

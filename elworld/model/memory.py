@@ -608,7 +608,9 @@ class MemoryModel(nn.Module):
             self._distill = None
             return
         if teacher.null_action is None:
-            raise ValueError("guidance distillation needs a teacher trained with action_dropout > 0")
+            raise ValueError(
+                "guidance distillation needs a teacher trained with action_dropout > 0"
+            )
         if teacher.config != self.config:
             raise ValueError("the distillation teacher must have this model's config")
         if not math.isfinite(guidance) or guidance <= 1.0:

@@ -155,7 +155,7 @@ def rollout(
     steps: int | None = None,
     policy: str = "sticky",
     keys_file: str | os.PathLike[str] | None = None,
-    policy_keys: tuple[str, ...] = DEFAULT_POLICY_KEYS,
+    policy_keys: tuple[str, ...] | None = None,
     compare: str | os.PathLike[str] | None = None,
     seed: int | None = 0,
     fps: float | None = None,
@@ -171,6 +171,8 @@ def rollout(
     drive the dream from its first frame and the video shows real | dream |
     difference, ``min(steps, N - 1) + 1`` frames (default: the whole episode).
     ``fps`` defaults to the world's rate (``metadata["render_fps"]``).
+    ``policy_keys`` (random / sticky) default to the keys the world's recordings
+    pressed (``world_policy_keys``).
     """
     from elworld.play.policies import make_policy
     from elworld.play.rollout import compare_video, rollout_video
@@ -191,15 +193,38 @@ def rollout(
         finally:
             env.close()
     steps = DEFAULT_ROLLOUT_STEPS if steps is None else steps
-    agent = make_policy(policy, seed=seed, keys_file=keys_file, keys=policy_keys)
     env = make_dream_env(
         checkpoints, temperature=temperature, top_k=top_k, device=device, max_episode_steps=steps
+    )
+    if policy_keys is None and policy != "keys":
+        policy_keys = world_policy_keys(env.unwrapped.world.recordings)
+    agent = make_policy(
+        policy, seed=seed, keys_file=keys_file, keys=policy_keys or DEFAULT_POLICY_KEYS
     )
     fps = fps or float(env.metadata["render_fps"])
     try:
         return rollout_video(env, out, policy=agent, steps=steps, seed=seed, fps=fps, scale=scale)
     finally:
         env.close()
+
+
+def world_policy_keys(recordings: dict) -> tuple[str, ...]:
+    """The keys a world's recordings pressed (``recordings["keys"]``, in key order).
+
+    A world that does not record them gets ``DEFAULT_POLICY_KEYS`` with a warning.
+    """
+    from elworld.keys import KEY_INDEX
+
+    keys = recordings.get("keys")
+    names = [k for k in keys if k in KEY_INDEX] if isinstance(keys, dict | list) else []
+    if not names:
+        logger.warning(
+            "the world does not record which keys its recordings pressed; random/sticky "
+            "press %s (pass --policy-keys to choose)",
+            ",".join(DEFAULT_POLICY_KEYS),
+        )
+        return DEFAULT_POLICY_KEYS
+    return tuple(sorted(names, key=KEY_INDEX.__getitem__))
 
 
 def _parse_policy(values: list[str]) -> tuple[str, str | None]:
@@ -230,7 +255,8 @@ def _run_rollout(args: argparse.Namespace) -> int:
         policy, keys_file = _parse_policy(args.policy)
         rollout(
             args.out, args.checkpoints, steps=args.steps, policy=policy, keys_file=keys_file,
-            policy_keys=tuple(args.policy_keys.split(",")), compare=args.compare, seed=args.seed,
+            policy_keys=tuple(args.policy_keys.split(",")) if args.policy_keys else None,
+            compare=args.compare, seed=args.seed,
             fps=args.fps, scale=args.scale, temperature=args.temperature, top_k=args.top_k,
             device=args.device,
         )  # fmt: skip
@@ -324,8 +350,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     rollout_parser.add_argument(
         "--policy-keys",
-        default=",".join(DEFAULT_POLICY_KEYS),
-        help="comma-separated keys random/sticky press (default: %(default)s)",
+        default=None,
+        help="comma-separated keys random/sticky press (default: the keys the world's "
+        f"recordings pressed, else {','.join(DEFAULT_POLICY_KEYS)})",
     )
     rollout_parser.add_argument(
         "--out",

@@ -8,7 +8,11 @@ and show real | dream (F4 re-syncs the dream to the real frame).
 
 from __future__ import annotations
 
+import logging
+
 import gymnasium as gym
+
+logger = logging.getLogger(__name__)
 
 COMPARE_SOURCES = ("doom",)
 
@@ -28,11 +32,13 @@ def parse_compare_spec(spec: str) -> tuple[str, str]:
     return source, name
 
 
-def make_real_env(spec: str, *, frame_skip: int = 2) -> gym.Env:
+def make_real_env(spec: str, *, frame_skip: int | None = 2) -> gym.Env:
     """The real game named by ``spec`` (``doom:SCENARIO``) as a 22-key Gymnasium env.
 
     ``frame_skip`` game tics per step (ViZDoom runs 35 tics/s; 2 tics is the
-    recorders' default, close to the original 20 fps).
+    recorders' default, close to the original 20 fps). ``None`` (a world that
+    does not record it) takes that default with a warning: the real game may
+    then step at another rate than the dream learnt.
 
     Raises:
         ValueError: a malformed spec or an unknown scenario.
@@ -40,5 +46,13 @@ def make_real_env(spec: str, *, frame_skip: int = 2) -> gym.Env:
     """
     _, scenario = parse_compare_spec(spec)
     from elworld.record.doom import DoomEnv, check_scenario
+
+    if frame_skip is None:
+        frame_skip = 2
+        logger.warning(
+            "the world does not record its frame skip; the real game steps %d tics at a time "
+            "(the recorders' default), which may not be the rate the dream learnt",
+            frame_skip,
+        )
 
     return DoomEnv(check_scenario(scenario), frame_skip=frame_skip)

@@ -172,7 +172,12 @@ def _run(args: argparse.Namespace) -> int:
         args.checkpoints, temperature=args.temperature, guidance=args.guidance, device=args.device
     )
     frame_skip = env.world.frame_skip
-    real = args.real or f"doom:{env.world.recordings.get('scenario', 'take_cover')}"
+    scenario = env.world.recordings.get("scenario")
+    if args.real is None and scenario is None:
+        raise ValueError(
+            "the world's recordings name no scenario to play for real: pass --real doom:SCENARIO"
+        )
+    real = args.real or f"doom:{scenario}"
     real_env = make_real_env(real, frame_skip=frame_skip)
     try:
         figure = keys_figure(env, real_env, combos, steps=args.steps, seed=args.seed)
@@ -192,5 +197,5 @@ def _run(args: argparse.Namespace) -> int:
             "+".join(combos[0]) or "no key", "+".join(combos[1]) or "no key",
             gap["real"], gap["dream"],
         )  # fmt: skip
-    logger.info("wrote %s (frame skip %d)", path, frame_skip)
+    logger.info("wrote %s (frame skip %s)", path, frame_skip)
     return 0

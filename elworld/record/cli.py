@@ -19,10 +19,13 @@ logger = logging.getLogger(__name__)
 _FORMAT = """\
 output: one OUT/SCENARIO_NNNN.npz per episode (numbered after the files already
 there) holding obs (N,192,256,3) uint8 RGB, act (N,22) uint8 (the elworld key
-layout; keys the scenario does not use are always 0), rew (N,) float32 and
-done (N,) uint8 (1 only on the last step of an episode that ended by death or
-timeout), plus SCENARIO_NNNN.json: scenario, seed, policy, frame_skip, date,
-frames, total_reward, the key->button table, elworld_version.
+layout; keys the scenario does not use are always 0), rew (N,) float32,
+done (N,) uint8 (1 only on the last step of an episode that ended by itself:
+death) and truncated (N,) uint8 (1 only on the last step of an episode cut by
+the scenario's timeout, --max-steps or a stop: a time limit is not a death),
+plus SCENARIO_NNNN.json: scenario, seed, policy, frame_skip, steps_per_second, ended
+(terminated/truncated/max_steps/stopped), date, frames, total_reward, the
+key->button table, elworld_version. (The format: elworld/record/writer.py.)
 
 timing: ViZDoom runs at 35 tics/s; one step = FRAME_SKIP tics
 (2 -> 17.5 steps per game second, close to the original 20 fps).
@@ -96,7 +99,8 @@ def _common_doom_args(parser: argparse.ArgumentParser) -> None:
         "--max-steps",
         type=_positive_int,
         default=None,
-        help="cut episodes after this many steps (done stays 0); default: play to the end",
+        help="cut episodes after this many steps (done stays 0, truncated is 1 on the last "
+        "step); default: play to the end",
     )
     parser.add_argument("--compress", action="store_true",
                         help="write compressed .npz (~9x smaller on take_cover, ~15x slower to write)")  # fmt: skip

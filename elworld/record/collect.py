@@ -207,7 +207,7 @@ def collect_doom(
     Episode ``i`` uses seed ``seed + i`` (game and policy) and is written to
     ``out_dir/{scenario}_NNNN.npz`` (+ ``.json``), numbered after existing
     files. ``workers > 1`` runs that many processes (spawned), each with its own
-    game. ``max_steps`` caps an episode's length (``done`` stays 0 then).
+    game. ``max_steps`` caps an episode's length (``done`` stays 0 then, ``truncated`` is 1).
     Returns the written files in episode order.
 
     On Ctrl+C the episodes in flight are dropped, the finished ones kept, and

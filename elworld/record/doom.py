@@ -223,7 +223,8 @@ class DoomEnv(gym.Env):
     - Step: the buttons are held for ``frame_skip`` tics (35 tics = 1 s);
       the reward is the scenario's, summed over those tics.
     - Episode end: ``terminated`` when the player dies, ``truncated`` on the
-      scenario's timeout. ViZDoom has no frame after the end, so the last step
+      scenario's timeout (recorded as ``truncated``, not ``done``: a timeout
+      is not a death). ViZDoom has no frame after the end, so the last step
       returns a copy of the previous frame.
     - ``reset(seed=s)`` reseeds the game: the same seed and actions give the
       same frames. ``render()`` (``render_mode="rgb_array"``) returns the frame.

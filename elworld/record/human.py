@@ -12,8 +12,8 @@ recordings and run the game ~14% faster than Doom's real time; ``fps=17.5``
 plays at exactly real time.
 
 Stopping: F10 or closing the window ends the session; the episode in flight is
-saved as a cut-short episode (``done`` all 0, ``"ended": "stopped"`` in its
-sidecar) so no play is lost. Ctrl+C in the terminal drops it instead. Either
+saved as a cut-short episode (``done`` all 0, ``truncated[-1] = 1``,
+``"ended": "stopped"`` in its sidecar) so no play is lost. Ctrl+C in the terminal drops it instead. Either
 way only complete files are written. Memory: ~150 KB per step are held until
 the episode ends (about 180 MB per minute at 20 steps/s).
 """

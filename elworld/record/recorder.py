@@ -6,8 +6,10 @@ per episode with ``elworld.record.writer``. Scripted collection
 
 Step ``t`` of a file: the policy saw ``obs[t]``, chose ``act[t]``, the env
 returned ``rew[t]``; ``done[t]`` is 1 only on the last step of an episode the
-env ended itself (``terminated`` or ``truncated``), never when recording cut
-it short (``max_steps``, ``StopRecording``). The env's frame after the last
+env ended itself (``terminated``), ``truncated[t]`` only on the last step of
+one that was cut: by the env's time limit (``truncated``) or by recording
+(``max_steps``, ``StopRecording``). A time limit is not a game over (the
+format: ``elworld.record.writer``). The env's frame after the last
 step is not stored (the last step has no next frame).
 """
 
@@ -42,7 +44,7 @@ class StopRecording(Exception):
     """Raised by a policy to end ``record_env`` cleanly.
 
     With ``save=True`` the episode in flight is written as a cut-short episode
-    (``done`` all 0, ``ended="stopped"``); with ``save=False`` it is dropped.
+    (``done`` all 0, ``truncated[-1] = 1``, ``ended="stopped"``); with ``save=False`` it is dropped.
     Episodes finished before are kept either way.
     """
 
@@ -99,7 +101,9 @@ def record_env(
     the env ends it or after ``max_steps`` steps. Files are
     ``out_dir/{prefix}_NNNN.npz`` numbered from ``index`` (default: after the
     existing files). The sidecar holds ``meta`` plus ``seed``, ``policy``,
-    ``steps`` and ``ended`` (``terminated``/``truncated``/``max_steps``/``stopped``).
+    ``steps``, ``ended`` (``terminated``/``truncated``/``max_steps``/``stopped``)
+    and ``steps_per_second`` (the env's ``metadata["render_fps"]``, unless
+    ``meta`` gives it), which a world trained on the files plays at.
 
     A ``StopRecording`` from the policy ends recording (see its ``save``); any
     other exception, ``KeyboardInterrupt`` included, drops the episode in flight
@@ -113,6 +117,9 @@ def record_env(
     next_index = next_episode_index(out, prefix) if index is None else index
     meta = dict(meta or {})
     meta.setdefault("policy", policy_name(policy))
+    rate = (getattr(env, "metadata", None) or {}).get("render_fps")
+    if "steps_per_second" not in meta and isinstance(rate, int | float) and rate > 0:
+        meta["steps_per_second"] = float(rate)  # the env's own steps per second
     bar = tqdm(
         total=None if max_steps is None else episodes * max_steps,
         unit="frame",
@@ -151,7 +158,9 @@ def record_env(
                 ended, stop = "stopped", error
             if frames and (stop is None or stop.save):
                 done = np.zeros(len(frames), dtype=np.uint8)
-                done[-1] = ended in ("terminated", "truncated")
+                done[-1] = ended == "terminated"
+                truncated = np.zeros(len(frames), dtype=np.uint8)
+                truncated[-1] = ended != "terminated"  # a time limit, max_steps or a stop
                 path = write_episode(
                     target,
                     np.stack(frames),  # (N, 192, 256, 3)
@@ -159,6 +168,7 @@ def record_env(
                     np.asarray(rewards, dtype=np.float32),
                     done,
                     {**meta, "seed": episode_seed, "steps": len(frames), "ended": ended},
+                    truncated=truncated,
                     compress=compress,
                 )
                 logger.debug("wrote %s (%d frames, %s)", path, len(frames), ended)

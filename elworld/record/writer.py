@@ -1,5 +1,24 @@
 """Atomic episode files: ``NAME.npz`` (the arrays) plus ``NAME.json`` (a sidecar).
 
+The format (the one place it is described; ``elworld collect --help`` repeats it):
+
+- ``obs (N, H, W, 3) uint8``: RGB frames; step ``t``'s policy saw ``obs[t]``;
+- ``act (N, 22) uint8``: 1 where a key (``elworld.keys``) was held at step ``t``;
+- ``rew (N,) float32``: the reward step ``t`` returned (optional);
+- ``done (N,) uint8``: 1 only on the last step of an episode that ended *by
+  itself* (death, goal: Gymnasium's ``terminated``) (optional);
+- ``truncated (N,) uint8``: 1 only on the last step of an episode that was
+  *cut*: a time limit (Gymnasium's ``truncated``, a ViZDoom timeout), a step
+  cap or a stop (optional; never 1 on the same step as ``done``). A time limit
+  is not a game over: world models learn episode ends from ``done`` alone.
+  Files from before ``truncated`` existed are read through their sidecar's
+  ``"ended"`` (``elworld.data.episodes.read_labels``).
+
+The sidecar ``NAME.json`` holds what the recorder knew (``ended``: one of
+``terminated``/``truncated``/``max_steps``/``stopped``; ``source``,
+``scenario``, ``frame_skip``, ``steps_per_second``, ``keys``, ``policy``,
+``seed``...) plus what ``write_episode`` adds (see there).
+
 An episode is written to ``.tmp-NAME.npz`` in the target folder, flushed and
 fsynced, then renamed into place (and the folder fsynced), so a crash, a full
 disk or Ctrl+C never leaves a half-written ``.npz``: either the whole file is
@@ -77,7 +96,11 @@ def episode_path(out_dir: str | os.PathLike[str], prefix: str, index: int) -> Pa
 
 
 def _check_arrays(
-    obs: np.ndarray, act: np.ndarray, rew: np.ndarray | None, done: np.ndarray | None
+    obs: np.ndarray,
+    act: np.ndarray,
+    rew: np.ndarray | None,
+    done: np.ndarray | None,
+    truncated: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Validate and convert the episode arrays; ``ValueError`` names the bad one."""
     obs = np.asarray(obs)
@@ -106,6 +129,15 @@ def _check_arrays(
         if done.shape != (n,) or not np.all((done == 0) | (done == 1)):
             raise ValueError(f"done must be ({n},) of 0/1 (one per frame), got {done.shape}")
         arrays["done"] = done.astype(np.uint8)
+    if truncated is not None:
+        truncated = np.asarray(truncated)
+        if truncated.shape != (n,) or not np.all((truncated == 0) | (truncated == 1)):
+            raise ValueError(
+                f"truncated must be ({n},) of 0/1 (one per frame), got {truncated.shape}"
+            )
+        arrays["truncated"] = truncated.astype(np.uint8)
+        if "done" in arrays and np.any(arrays["done"] & arrays["truncated"]):
+            raise ValueError("a step cannot be both done (ended by itself) and truncated (cut)")
     return arrays
 
 
@@ -132,13 +164,15 @@ def write_episode(
     done: np.ndarray | None = None,
     meta: Mapping[str, Any] | None = None,
     *,
+    truncated: np.ndarray | None = None,
     compress: bool = False,
     overwrite: bool = False,
 ) -> Path:
     """Atomically write one episode to ``path`` (``.npz``) and its ``.json`` sidecar.
 
     Arrays: ``obs (N, H, W, 3)`` uint8, ``act (N, 22)`` 0/1 (stored uint8),
-    optional ``rew (N,)`` (stored float32) and ``done (N,)`` 0/1 (stored uint8).
+    optional ``rew (N,)`` (stored float32), ``done (N,)`` and ``truncated (N,)``
+    0/1 (stored uint8; see the module docstring for what they mean).
     The sidecar holds ``meta`` plus ``frames``, ``height``, ``width``,
     ``total_reward``, ``ended_by_itself`` (``done[-1]``), ``date`` (UTC) and
     ``elworld_version``. Returns ``path``.
@@ -150,7 +184,7 @@ def write_episode(
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"episode path must end in .npz, got {path}")
-    arrays = _check_arrays(obs, act, rew, done)
+    arrays = _check_arrays(obs, act, rew, done, truncated)
     if not path.parent.is_dir():
         raise RecordError(f"cannot write {path}: folder {path.parent} does not exist")
     if not overwrite and path.exists():

@@ -122,6 +122,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="continue from the newest epoch checkpoint under --out (model, optimizer, scheduler, epoch, RNG)",
     )
     group.add_argument(
+        "--resume-from",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="continue from this checkpoint folder, e.g. the bundled checkpoints/memory/best_model "
+        "(model, optimizer, scheduler, epoch, RNG), writing new epochs to --out; --epochs is the "
+        "total, so pass more than the folder's epoch",
+    )
+    group.add_argument(
         "--keep-last",
         type=int,
         default=3,
@@ -319,6 +328,7 @@ def _train_config(
         num_workers=args.num_workers,
         keep_last=args.keep_last or None,
         resume=args.resume,
+        resume_from=args.resume_from,
         precision=pick("precision"),
         time_limit_min=args.time_limit,
         compile=args.compile,
@@ -370,7 +380,9 @@ def _run_info(
 def _config_for(
     kind: str, args: argparse.Namespace, config_cls: type, fresh: dict[str, Any]
 ) -> Any:
-    """The model config: the newest epoch checkpoint's with --resume, else built from flags."""
+    """The model config: --resume-from's, the newest epoch checkpoint's with --resume, else from flags."""
+    if getattr(args, "resume_from", None) is not None:
+        return checkpoint.load_config(args.resume_from, config_cls)
     found = checkpoint.list_epoch_checkpoints(args.out, kind) if args.resume else []
     if found:
         return checkpoint.load_config(found[-1][1], config_cls)

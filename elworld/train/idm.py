@@ -22,7 +22,6 @@ from elworld.cli_args import add_fit_arguments, add_small_model_arguments, comma
 from elworld.data import find_episodes, iter_frames, read_labels, split_episodes
 from elworld.keys import KEY_INDEX
 from elworld.model.idm import (
-    LABELS,
     MIRROR_PAIRS,
     IDMConfig,
     InverseDynamicsModel,
@@ -30,7 +29,9 @@ from elworld.model.idm import (
     effective_keys,
     frames_to_bands,
     idm_config_for,
+    labels_text,
     macro_f1,
+    opposing_pairs,
 )
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ def _load_windows(episodes: list[Path], config: IDMConfig, desc: str) -> _Window
         episode = torch.cat([frames_to_bands(c, config.bands, config.cols) for c in chunks])
         n = len(episode)
         bands.append(episode.half().numpy())
-        labels.append(effective_keys(read_labels(path)["act"])[:, columns].astype(np.float32))
+        act = read_labels(path)["act"]
+        labels.append(effective_keys(act, opposing_pairs(config))[:, columns].astype(np.float32))
         steps.append(offset + np.arange(config.before, n - config.after))
         offset += n
     return _Windows(np.concatenate(bands), np.concatenate(labels), np.concatenate(steps))
@@ -116,8 +118,8 @@ def train_idm(
     val_data = _load_windows(val_episodes, config, "loading validation episodes")
     if not len(train_data.steps) or not len(val_data.steps):
         raise ValueError(f"episodes are too short for a {config.window}-frame window")
-    mirror = _mirror_columns(config.keys)
-    if mirror is None:
+    mirror = _mirror_columns(config.keys) if config.mirror else None
+    if mirror is None and config.mirror:
         logger.warning("keys %s hold half of a mirror pair: no mirror augmentation", config.keys)
     model = InverseDynamicsModel(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -170,7 +172,7 @@ def train_idm(
         "val_episodes": len(val_episodes),
         "frame_skip": config.frame_skip,
         "scenario": config.scenario,
-        "labels": LABELS,
+        "labels": labels_text(config),
     }
     return model.eval(), info
 
@@ -226,6 +228,19 @@ def register_train(models: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--width", type=int, default=64, help="conv channels (default: %(default)s)"
     )
+    parser.add_argument(
+        "--mirror", action=argparse.BooleanOptionalAction, default=None,
+        help="mirror half of each batch left/right, swapping left/right and a/d labels (for "
+        "games that look the same mirrored; default: on when the keys pressed include left and "
+        "right, or a and d)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cancel-opposing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="label opposing keys held together (left+right, up+down, a+d) as neither, as they "
+        "act in ViZDoom (default: on for ViZDoom recordings, off for other games)",
+    )
     parser.set_defaults(func=run_train_idm)
 
 
@@ -244,7 +259,9 @@ def run_train_idm(args: argparse.Namespace) -> int:
             f"--data {args.data}: found {len(episodes)} episode(s); an IDM needs at least 2"
         )
     train_eps, val_eps = split_episodes(episodes, args.val_fraction, args.seed)
-    config = idm_config_for(train_eps, width=args.width)
+    config = idm_config_for(
+        train_eps, width=args.width, mirror=args.mirror, cancel_opposing=args.cancel_opposing
+    )
     model, info = train_idm(
         train_eps, val_eps, config, epochs=args.epochs, time_limit_min=args.time_limit,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=resolve_device(args.device),

@@ -51,7 +51,12 @@ class TrainConfig:
     num_workers: int = 0
     keep_last: int | None = 3  # epoch checkpoints to keep (None: all)
     resume: bool = False
-    precision: str = "auto"  # "bf16": autocast matmuls (CPU, CUDA); "fp32": off; "auto": bf16 where native
+    # Continue from this checkpoint folder (an epoch checkpoint or a best_model with its
+    # optimizer, scheduler and trainer state, e.g. the bundled world's), writing to out.
+    resume_from: Path | None = None
+    precision: str = (
+        "auto"  # "bf16": autocast matmuls (CPU, CUDA); "fp32": off; "auto": bf16 where native
+    )
     time_limit_min: float | None = None  # stop after the epoch in which this many minutes pass
     compile: bool = (
         False  # torch.compile the loss (fuses casts and elementwise ops; slow first steps)
@@ -139,6 +144,40 @@ def evaluate(
     }
 
 
+def resume_point(cfg: TrainConfig, kind: str) -> tuple[int, Path]:
+    """The epoch done and the folder a resumed run starts from.
+
+    ``--resume``: the newest epoch checkpoint under ``cfg.out``. ``--resume-from DIR``:
+    ``DIR`` itself, an epoch checkpoint or a ``best_model`` (the epoch comes from its
+    ``trainer_state.pth``), as long as it holds the optimizer, scheduler and trainer
+    state a resume needs. Raises ``FileNotFoundError`` naming what is missing.
+    """
+    if cfg.resume and cfg.resume_from is not None:
+        raise ValueError(
+            "pass --resume (the newest epoch under --out) or --resume-from DIR, not both"
+        )
+    if cfg.resume_from is None:
+        found = checkpoint.list_epoch_checkpoints(cfg.out, kind)
+        if not found:
+            raise FileNotFoundError(
+                f"--resume: no {kind} epoch checkpoint under {checkpoint.kind_dir(cfg.out, kind)}"
+            )
+        return found[-1]
+    folder = Path(cfg.resume_from)
+    needed = ("model.safetensors", "optimizer.pth", "scheduler.pth", "trainer_state.pth")
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"--resume-from {folder}: no {', '.join(missing)} there (a resume needs the model, "
+            "optimizer, scheduler and trainer state; a checkpoint without them can only be "
+            "evaluated or used as a starting point by hand)"
+        )
+    state = checkpoint.load_training_state(folder)["trainer_state"] or {}
+    if "epoch" not in state:
+        raise FileNotFoundError(f"--resume-from {folder}: trainer_state.pth records no epoch")
+    return int(state["epoch"]), folder
+
+
 def train(
     model: nn.Module,
     model_config: Any,
@@ -186,13 +225,8 @@ def train(
     )
 
     start_epoch, best_val, global_step, elapsed_before = 1, math.inf, 0, 0.0
-    if cfg.resume:
-        found = checkpoint.list_epoch_checkpoints(cfg.out, kind)
-        if not found:
-            raise FileNotFoundError(
-                f"--resume: no {kind} epoch checkpoint under {checkpoint.kind_dir(cfg.out, kind)}"
-            )
-        last_epoch, last_path = found[-1]
+    if cfg.resume or cfg.resume_from is not None:
+        last_epoch, last_path = resume_point(cfg, kind)
         state = checkpoint.load_training_state(last_path)
         model.load_state_dict(checkpoint.load_state_dict(last_path), strict=True)
         model.to(device)

@@ -213,9 +213,10 @@ class DreamWorld:
 
     # ------------------------------------------------------------ properties
     @property
-    def frame_skip(self) -> int:
-        """Game tics per dream step, as recorded (2, the recorders' default, when unrecorded)."""
-        return int(self.recordings.get("frame_skip", 2))
+    def frame_skip(self) -> int | None:
+        """Game tics per dream step, as recorded (None when the recordings do not say)."""
+        skip = self.recordings.get("frame_skip")
+        return int(skip) if isinstance(skip, int) and not isinstance(skip, bool) else None
 
     @property
     def steps_per_second(self) -> float | None:

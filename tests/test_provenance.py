@@ -1,0 +1,79 @@
+"""The bundled world's provenance agrees: model cards, training_info.json and the README recipe.
+
+A user who runs the README's recipe should get the bundled world (up to noise),
+so each ``elworld train`` command there is the one its checkpoint recorded, and
+each model card shows what its ``training_info.json`` holds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED = sorted((REPO / "checkpoints").glob("*/best_model"))
+KINDS = [folder.parent.name for folder in BUNDLED]
+
+
+def _info(kind: str) -> dict:
+    return json.loads(
+        (REPO / "checkpoints" / kind / "best_model" / "training_info.json").read_text()
+    )
+
+
+def _options(command: str) -> dict[str, str | bool]:
+    """``elworld train KIND --a 1 --b`` -> ``{"--a": "1", "--b": True}`` (order-free)."""
+    words = shlex.split(command)
+    assert words[:2] == ["elworld", "train"], command
+    options: dict[str, str | bool] = {}
+    for i, word in enumerate(words[3:], start=3):
+        if word.startswith("--"):
+            following = words[i + 1] if i + 1 < len(words) else "--"
+            options[word] = True if following.startswith("--") else following
+    return options
+
+
+def _readme_train_commands() -> dict[str, list[str]]:
+    """Every ``elworld train KIND ...`` line of the README's bash blocks, by kind, but for the
+    section on a world of one's own game (its commands are a template, not the bundle's recipe)."""
+    sections = (REPO / "README.md").read_text().split("\n## ")
+    recipe = "\n".join(s for s in sections if not s.startswith("Make a world of your own game"))
+    found: dict[str, list[str]] = {}
+    for block in re.findall(r"```bash\n(.*?)```", recipe, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+", " ", line.split(" #")[0]).strip()
+            if line.startswith("elworld train "):
+                found.setdefault(line.split()[2], []).append(line)
+    return found
+
+
+def test_the_bundle_has_every_kind_the_dream_and_eval_use() -> None:
+    assert {"vision", "memory", "end", "idm", "control"} <= set(KINDS)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_card_shows_the_command_and_data_its_training_info_records(kind: str) -> None:
+    info = _info(kind)
+    card = (REPO / "checkpoints" / kind / "best_model" / "README.md").read_text()
+    assert info.get("elworld_version"), f"{kind}: training_info.json records no elworld_version"
+    trains = re.findall(r"`(elworld train [^`]+)`", card)
+    assert trains, f"{kind}: the model card shows no `elworld train` command"
+    assert set(trains) == {info["command"]}, f"{kind}: card {trains} != {info['command']!r}"
+    if info.get("data"):
+        data_lines = re.findall(r"^- Data: (\S+)", card, re.M)
+        assert data_lines == [info["data"]], f"{kind}: card data {data_lines} != {info['data']!r}"
+        assert _options(info["command"]).get("--data") == info["data"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_readme_recipe_runs_the_recorded_command(kind: str) -> None:
+    """Same options as the checkpoint's own command; only --out (where it writes) may differ."""
+    commands = _readme_train_commands().get(kind, [])
+    assert len(commands) == 1, f"README: expected one `elworld train {kind}` line, got {commands}"
+    recorded = {k: v for k, v in _options(_info(kind)["command"]).items() if k != "--out"}
+    recipe = {k: v for k, v in _options(commands[0]).items() if k != "--out"}
+    assert recipe == recorded, f"README `elworld train {kind}` differs from its training_info.json"
