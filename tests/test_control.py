@@ -391,3 +391,19 @@ def test_the_fitness_is_the_reward_weighted_by_the_chance_of_still_running() -> 
     )
     assert floored.lengths.tolist() == [4] * 4  # 0.8^4 = 0.41 < 0.5 after step 4
     np.testing.assert_allclose(floored.expected_returns, np.array([2, 1, 2, 1]) * alive[:4].sum())
+
+
+def test_eval_control_judges_a_world_with_fixed_policies_and_no_agent(
+    tiny_checkpoints: Path, tmp_path: Path, one_torch_thread
+) -> None:
+    pytest.importorskip("vizdoom")
+    out = tmp_path / "judge"
+    args = ["eval", "control", "--agent", str(tmp_path / "no-such-agent"), "--policies",
+            "none,left,alternate", "--checkpoints", str(tiny_checkpoints), "--real",
+            "doom:take_cover", "--frame-skip", "4", "--episodes", "2", "--dream-episodes", "2",
+            "--max-steps", "6", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["agent"] is None
+    assert set(report["real"]) == set(report["dream"]) == {"none", "left", "alternate"}
+    assert "No agent (fixed policies only)." in (out / "eval.md").read_text()

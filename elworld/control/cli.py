@@ -219,7 +219,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--agent", type=Path, default=Path("checkpoints/control/best_model"),
-        help="control checkpoint folder (default: %(default)s)",
+        help="control checkpoint folder, read only when --policies has agent (default: %(default)s)",
     )  # fmt: skip
     _add_world(parser)
     parser.add_argument(
@@ -317,15 +317,19 @@ def run_eval_control(args: argparse.Namespace) -> int:
     if args.episodes < 1 or args.dream_episodes < 0:
         raise ValueError("--episodes must be >= 1 and --dream-episodes >= 0")
     device = resolve_device(args.device)
-    agent = Agent.from_checkpoint(args.agent, checkpoints=args.checkpoints, device=device)
-    world = agent.world
+    if "agent" in policies:
+        agent = Agent.from_checkpoint(args.agent, checkpoints=args.checkpoints, device=device)
+        world = agent.world
+    else:  # fixed policies only: judge any world, no agent needed
+        from elworld.control.world_info import resolve_world
+
+        agent, world = None, resolve_world(args.checkpoints)[1]
     scenario = _scenario(args.real, world.scenario)
     frame_skip = _frame_skip(args.frame_skip, world.frame_skip, world.memory)
     max_steps = args.max_steps or default_max_steps(frame_skip)
     keys = list(DoomKeyMapping.for_scenario(scenario).keys)
-    unmapped = sorted(
-        set(np.flatnonzero(agent.policy.choice_actions.sum(0).cpu().numpy())) - set(keys)
-    )
+    pressed = agent.policy.choice_actions.sum(0).cpu().numpy() if agent else np.zeros(1)
+    unmapped = sorted(set(np.flatnonzero(pressed)) - set(keys))
     if unmapped:
         logger.warning(
             "the agent presses keys %s that %s has no button for: they do nothing in the real game",
@@ -348,8 +352,8 @@ def run_eval_control(args: argparse.Namespace) -> int:
         )  # fmt: skip
     guidance = resolve_guidance(args.guidance, world.memory)
     facts = {
-        "agent": str(args.agent),
-        "agent_choices": list(agent.choices),
+        "agent": str(args.agent) if agent else None,
+        "agent_choices": list(agent.choices) if agent else None,
         "world": world.to_json(),
         "real_env": f"doom:{scenario}",
         "frame_skip": frame_skip,

@@ -318,7 +318,8 @@ def markdown_report(report: dict[str, Any]) -> str:
     lines = [
         f"# Control agent: real game vs dream ({report['real_env']})",
         "",
-        f"Agent: `{report['agent']}`. Real: {report['episodes']} episodes per policy (seeds "
+        (f"Agent: `{report['agent']}`." if report.get("agent") else "No agent (fixed policies only).")
+        + f" Real: {report['episodes']} episodes per policy (seeds "
         f"{report['seed']}..{report['seed'] + report['episodes'] - 1}, the same for every policy), "
         f"frame skip {report['frame_skip']}; dream: "
         + (f"{report['dream_episodes']} episodes per policy from the same first frames, ended by "
