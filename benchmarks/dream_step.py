@@ -235,7 +235,7 @@ def landed_vs_new(args: Args) -> None:
     }
     sizes = [int(n) for n in args.compare_sizes.split(",")]
     print("\n== landed default vs new default (env steps/s; one run, same machine)")
-    print(f"{'design':<38} {'rgb N=1':>9}" + "".join(f" {'tok N=' + str(n):>9}" for n in sizes))
+    print(f"{'design':<50} {'rgb N=1':>9}" + "".join(f" {'tok N=' + str(n):>9}" for n in sizes))
     rows = {}
     for name, kwargs in designs.items():
         probe = DreamEnv(args.checkpoints, obs_type="tokens", device=args.device, **kwargs)
@@ -245,9 +245,9 @@ def landed_vs_new(args: Args) -> None:
         rates = [env_rate(args, 1, "rgb", kwargs)]
         rates += [env_rate(args, n, "tokens", kwargs) for n in sizes]
         rows[name] = rates
-        print(f"{label:<38} {rates[0]:>9.1f}" + "".join(f" {r:>9.1f}" for r in rates[1:]))
+        print(f"{label:<50} {rates[0]:>9.1f}" + "".join(f" {r:>9.1f}" for r in rates[1:]))
     landed, new = rows["landed: bf16, guided pair"], rows["new default: auto, world's guidance"]
-    print(f"{'new / landed':<38} {new[0] / landed[0]:>8.2f}x" + "".join(
+    print(f"{'new / landed':<50} {new[0] / landed[0]:>8.2f}x" + "".join(
         f" {n / o:>8.2f}x" for n, o in zip(new[1:], landed[1:])
     ))  # fmt: skip
 
