@@ -101,22 +101,6 @@ def _player(name: str, agent: Agent | None, keys: Sequence[int]) -> Policy:
     return make_policy(name, keys)
 
 
-class _EachDream:
-    """A frame policy that ignores its frame, as a ``DreamPolicy``: one copy per dream."""
-
-    def __init__(self, name: str, keys: Sequence[int]) -> None:
-        self.name, self.keys = name, list(keys)
-        self.players: list[Policy] = []
-
-    def reset(self, n: int, seed: int) -> None:
-        self.players = [fixed_policy(self.name, self.keys) for _ in range(n)]
-        for i, player in enumerate(self.players):
-            player.reset(seed + i)
-
-    def act(self, history: torch.Tensor, index: np.ndarray) -> np.ndarray:
-        return np.stack([self.players[i](None) for i in index])
-
-
 def stats(returns: Sequence[float], lengths: Sequence[int], max_steps: int) -> dict[str, Any]:
     """Mean +/- std of returns and lengths, and how many episodes hit the cap."""
     r, n = np.asarray(returns, dtype=np.float64), np.asarray(lengths, dtype=np.int64)
@@ -209,8 +193,6 @@ def play_dream(
             if agent is None:
                 raise ValueError("the agent policy needs an agent")
             player = agent_policy(agent.policy.to(world.device), d)
-        elif name in FIXED_POLICIES:
-            player = _EachDream(name, keys)
         else:
             player = NoKeyPolicy() if name == "none" else ScriptedPolicy(name, keys)
         bar = tqdm(

@@ -32,6 +32,7 @@ import torch
 
 from elworld.keys import NUM_KEYS
 from elworld.model.policy import ControlPolicy
+from elworld.policy import FIXED_POLICIES, Policy, fixed_policy
 from elworld.record.collect import RandomKeysPolicy, StickyKeysPolicy
 from elworld.world.dream import DreamWorld
 
@@ -110,17 +111,26 @@ class NoKeyPolicy:
 
 
 class ScriptedPolicy:
-    """One ``elworld.record.collect`` policy (``random`` or ``sticky``) per dream, seeded per dream."""
+    """One frame-blind policy per dream, seeded per dream: ``elworld.record.collect``'s
+    ``random`` or ``sticky``, or one of ``elworld.policy.FIXED_POLICIES`` (left, right,
+    alternate)."""
 
     def __init__(self, name: str, keys: Sequence[int]) -> None:
-        if name not in ("random", "sticky"):
-            raise ValueError(f"scripted policy must be random or sticky, got {name!r}")
+        if name not in ("random", "sticky", *FIXED_POLICIES):
+            raise ValueError(
+                f"scripted policy must be random, sticky or one of {FIXED_POLICIES}, got {name!r}"
+            )
         self.name, self.keys = name, list(keys)
-        self.players: list[RandomKeysPolicy] = []
+        self.players: list[Policy] = []
+
+    def _player(self, seed: int) -> Policy:
+        if self.name in FIXED_POLICIES:
+            return fixed_policy(self.name, self.keys)
+        cls = RandomKeysPolicy if self.name == "random" else StickyKeysPolicy
+        return cls(self.keys, seed=seed)
 
     def reset(self, n: int, seed: int) -> None:
-        cls = RandomKeysPolicy if self.name == "random" else StickyKeysPolicy
-        self.players = [cls(self.keys, seed=seed + i) for i in range(n)]
+        self.players = [self._player(seed + i) for i in range(n)]
 
     def act(self, history: torch.Tensor, index: np.ndarray) -> np.ndarray:
         return np.stack([self.players[i](None) for i in index])
