@@ -632,15 +632,7 @@ class MemoryModel(nn.Module):
         assert self._distill is not None
         teacher, guidance = self._distill
         B = tokens.shape[0]
-        both = teacher(  # B conditional rows, then the same B rows without their action
-            tokens.repeat(2, 1),
-            actions.repeat(2, 1),
-            context.repeat(2, 1, 1) if context is not None else None,
-            next_tokens.repeat(2, 1),
-            drop_action=torch.arange(2 * B, device=tokens.device) >= B,
-            noise_rate=noise_rate.repeat(2) if noise_rate is not None else None,
-        )
-        cond, uncond = both.logits.float().split(B)  # 2 x (B, T, V)
+        cond, uncond, _ = teacher._guided_pair(tokens, actions, context, next_tokens, noise_rate)
         guided = uncond + guidance * (cond - uncond)
         if drop_action is None:
             return guided
@@ -760,6 +752,33 @@ class MemoryModel(nn.Module):
         return kl, {"token_kl": kl.item(), "teacher_agree": agree}
 
     # ---------------------------------------------------------------- sampling
+    def _guided_pair(
+        self,
+        tokens: torch.Tensor,
+        actions: torch.Tensor,
+        context: torch.Tensor | None,
+        next_tokens: torch.Tensor,
+        noise_rate: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, MemoryOutput]:
+        """Float logits with and without the keys (2 x ``(B, T, V)``) in one batch, and the
+        conditional rows' output (heads included)."""
+        B = tokens.shape[0]
+        both = self(  # one batch: B conditional rows, then the same B rows without the action
+            tokens.repeat(2, 1),
+            actions.repeat(2, 1),
+            context.repeat(2, 1, 1) if context is not None else None,
+            next_tokens.repeat(2, 1),
+            drop_action=torch.arange(2 * B, device=tokens.device) >= B,
+            noise_rate=noise_rate.repeat(2) if noise_rate is not None else None,
+        )
+        cond, uncond = both.logits.float().split(B)  # 2 x (B, T, V)
+        out = MemoryOutput(
+            logits=cond,
+            reward=both.reward[:B] if both.reward is not None else None,
+            end_logit=both.end_logit[:B] if both.end_logit is not None else None,
+        )
+        return cond, uncond, out
+
     def _logits(
         self,
         tokens: torch.Tensor,
@@ -772,20 +791,7 @@ class MemoryModel(nn.Module):
         if guidance == 1.0:
             out = self(tokens, actions, context, next_tokens)
             return out.logits.float(), out
-        B = tokens.shape[0]
-        both = self(  # one batch: B conditional rows, then B rows without the action
-            tokens.repeat(2, 1),
-            actions.repeat(2, 1),
-            context.repeat(2, 1, 1) if context is not None else None,
-            next_tokens.repeat(2, 1),
-            drop_action=torch.arange(2 * B, device=tokens.device) >= B,
-        )
-        cond, uncond = both.logits.float().split(B)  # 2 x (B, T, V)
-        out = MemoryOutput(
-            logits=cond,
-            reward=both.reward[:B] if both.reward is not None else None,
-            end_logit=both.end_logit[:B] if both.end_logit is not None else None,
-        )
+        cond, uncond, out = self._guided_pair(tokens, actions, context, next_tokens)
         return uncond + guidance * (cond - uncond), out
 
     @staticmethod
