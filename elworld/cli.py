@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "elworld.control.cli",  # eval control (parser "eval-control", see NESTED_COMMANDS)
     "elworld.play.cli",  # play, rollout, demo
     "elworld.play.keys_figure",  # keys-figure
+    "elworld.loop.cli",  # loop
 )
 # Trainers that sit above train/ (CMA-ES steps the dream, elworld.world, one floor higher), so
 # train/cli.py cannot import them: each module's register_train(models) adds ``elworld train X``.

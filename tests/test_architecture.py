@@ -39,6 +39,7 @@ FLOORS: dict[str, int] = {
     "elworld.control": 6,
     # 7: play drives the Gymnasium env as any user does (window, rollout, keys figure).
     "elworld.play": 7,
+    "elworld.loop": 7,  # World Models' loop: drives record, train and control
     # 8: the dispatcher, which may import every floor.
     "elworld.cli": 8,
     "elworld.__main__": 8,
@@ -49,7 +50,7 @@ SIDE_BY_SIDE = {"elworld.record", "elworld.data", "elworld.checkpoint"} | {
     "elworld.eval",
     "elworld.control",
 }
-TOP_ONLY = ("elworld_gym", "elworld.control", "elworld.play", "elworld.eval")
+TOP_ONLY = ("elworld_gym", "elworld.control", "elworld.play", "elworld.eval", "elworld.loop")
 
 
 def _module_name(path: Path) -> str:

@@ -167,6 +167,12 @@ def register_train(models: argparse._SubParsersAction) -> None:
         help="continue from the newest control checkpoint under OUT (policy, CMA-ES state, generation)",
     )  # fmt: skip
     group.add_argument(
+        "--init-from", type=Path, default=None, metavar="DIR",
+        help="start a new run from this control checkpoint: its policy, features and weights "
+        "(the CMA-ES mean), in this world even if it was trained in another (the policy flags "
+        "are ignored)",
+    )  # fmt: skip
+    group.add_argument(
         "--time-limit", type=float, default=None, metavar="MIN",
         help="stop (evaluating and saving) after the generation in which MIN minutes pass",
     )  # fmt: skip
@@ -189,7 +195,8 @@ def run_train_control(args: argparse.Namespace) -> int:
         eval_every=args.eval_every, heldout_fraction=args.heldout_fraction, max_heldout=args.max_heldout,
         eval_rollouts=args.eval_rollouts, temperature=args.temperature,
         sampling_steps=args.sampling_steps, guidance=args.guidance, precision=args.precision,
-        device=args.device, seed=args.seed, resume=args.resume, time_limit_min=args.time_limit,
+        device=args.device, seed=args.seed, resume=args.resume, init_from=args.init_from,
+        time_limit_min=args.time_limit,
         keep_last=args.keep_last or None, components=args.components, row_bands=args.row_bands,
         col_bands=args.col_bands, velocity=not args.no_velocity, hidden=args.hidden, hold=args.hold,
         command=command_line(),

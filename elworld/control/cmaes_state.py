@@ -31,10 +31,15 @@ def import_cmaes() -> Any:
     return cmaes
 
 
-def new_cma(dim: int, sigma: float, population: int | None, seed: int) -> Any:
-    """A CMA-ES over ``dim`` parameters starting at zero with step size ``sigma``."""
+def new_cma(
+    dim: int, sigma: float, population: int | None, seed: int, mean: np.ndarray | None = None
+) -> Any:
+    """A CMA-ES over ``dim`` parameters starting at ``mean`` (zero) with step size ``sigma``."""
     cmaes = import_cmaes()
-    return cmaes.CMA(mean=np.zeros(dim), sigma=sigma, population_size=population, seed=seed)
+    start = np.zeros(dim) if mean is None else np.asarray(mean, dtype=np.float64)
+    if start.shape != (dim,):
+        raise ValueError(f"the CMA-ES start has shape {start.shape}, expected ({dim},)")
+    return cmaes.CMA(mean=start, sigma=sigma, population_size=population, seed=seed)
 
 
 def ask_population(cma: Any, seed: int, generation: int) -> np.ndarray:

@@ -79,6 +79,7 @@ class ControlTrainConfig:
     device: str = "auto"
     seed: int = 0
     resume: bool = False
+    init_from: Path | None = None  # start from this control checkpoint (policy + features)
     time_limit_min: float | None = None
     keep_last: int | None = 3
     components: int = 2
@@ -104,6 +105,8 @@ class ControlTrainConfig:
             raise ValueError(f"survival_floor must be in [0, 1), got {self.survival_floor}")
         if self.sigma <= 0:
             raise ValueError(f"sigma must be > 0, got {self.sigma}")
+        if self.resume and self.init_from is not None:
+            raise ValueError("pass resume (continue this run) or init_from (a new run), not both")
 
 
 def default_max_steps(frame_skip: int | None) -> int:
@@ -237,6 +240,13 @@ class _Run:
             logger.info(
                 "resuming control training from %s (generation %d)", resume_from, self.generation
             )
+        elif cfg.init_from is not None:  # a warm start: the policy's features and weights
+            self.policy = ControlPolicy.from_checkpoint(cfg.init_from, device=self.device)
+            self.cma = new_cma(
+                policy_config.num_params, cfg.sigma, population, cfg.seed,
+                mean=self.policy.get_flat(),
+            )  # fmt: skip
+            logger.info("starting from the control policy in %s", cfg.init_from)
         else:
             self.policy = ControlPolicy(policy_config).to(self.device)
             bank = self.world.bank.view(-1, *self.world.grid_shape)  # (S, gh, gw)
@@ -266,6 +276,18 @@ class _Run:
     def _policy_config(self, resume_from: Path | None) -> ControlConfig:
         if resume_from is not None:
             return checkpoint.load_config(resume_from, ControlConfig)
+        if self.cfg.init_from is not None:
+            config = checkpoint.load_config(self.cfg.init_from, ControlConfig)
+            vision = checkpoint.load_config(self.paths.vision, VisionConfig)
+            if (config.vocab_size, config.grid_height, config.grid_width) != (
+                vision.codebook_size, vision.grid_height, vision.grid_width,
+            ):  # fmt: skip
+                raise ValueError(
+                    f"--init-from {self.cfg.init_from}: its policy reads {config.vocab_size} codes "
+                    f"on a {config.grid_height}x{config.grid_width} grid, the world's vision model "
+                    f"{vision.codebook_size} on {vision.grid_height}x{vision.grid_width}"
+                )
+            return config
         vision = checkpoint.load_config(self.paths.vision, VisionConfig)
         keys = resolve_keys(self.world_info, self.cfg.keys)
         c = self.cfg

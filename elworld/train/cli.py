@@ -128,7 +128,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="continue from this checkpoint folder, e.g. the bundled checkpoints/memory/best_model "
         "(model, optimizer, scheduler, epoch, RNG), writing new epochs to --out; --epochs is the "
-        "total, so pass more than the folder's epoch",
+        "total, so pass more than the folder's epoch; OUT's best_model is chosen among the new "
+        "epochs only (their validation data may differ from the folder's run)",
     )
     group.add_argument(
         "--keep-last",

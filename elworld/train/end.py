@@ -124,8 +124,13 @@ def train_end_model(
     lr: float = 3e-3,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    init: EndModel | None = None,
 ) -> tuple[EndModel, dict[str, Any]]:
-    """Train on ``train`` episodes; return the epoch with the lowest validation NLL and its info."""
+    """Train on ``train`` episodes; return the epoch with the lowest validation NLL and its info.
+
+    ``init``: a trained end model to start from (a refit on more data); its config must be
+    ``config``. Without it the model starts from a fresh initialisation.
+    """
     if not train or not val:
         raise ValueError(
             f"an end model needs training and validation episodes, got {len(train)} and {len(val)}"
@@ -138,6 +143,13 @@ def train_end_model(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = EndModel(config).to(device)
+    if init is not None:
+        if init.config != config:
+            raise ValueError(
+                f"the starting end model's config {init.config} differs from {config}: "
+                "a refit must keep the vocabulary, grid, state size, frame skip and scenario"
+            )
+        model.load_state_dict(init.state_dict(), strict=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     logger.info(
         "end model: %d parameters, %d training / %d validation episodes",
@@ -254,6 +266,11 @@ def register_train(models: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--hidden", type=int, default=64, help="GRU state size (default: %(default)s)"
     )
+    parser.add_argument(
+        "--init-from", type=Path, default=None, metavar="DIR",
+        help="start from this end-model checkpoint (e.g. checkpoints/end/best_model) instead of a "
+        "fresh initialisation: a refit on more data; its config must match (--hidden is ignored)",
+    )  # fmt: skip
     parser.set_defaults(func=run_train_end)
 
 
@@ -283,10 +300,13 @@ def run_train_end(args: argparse.Namespace) -> int:
         train_eps + val_eps, vision, checkpoint_fingerprint(args.vision), cache, device=device
     )
     del vision
+    init = None
+    if args.init_from is not None:
+        init = EndModel.from_checkpoint(args.init_from, device=device)
     config = EndConfig(
         vocab_size=vc.codebook_size,
         tokens_per_frame=vc.grid_height * vc.grid_width,
-        hidden=args.hidden,
+        hidden=init.config.hidden if init is not None else args.hidden,
         frame_skip=sidecar_value(train_eps, "frame_skip"),
         scenario=sidecar_value(train_eps, "scenario"),
     )
@@ -295,6 +315,7 @@ def run_train_end(args: argparse.Namespace) -> int:
     model, info = train_end_model(
         train, val, config, epochs=args.epochs, time_limit_min=args.time_limit,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
+        init=init,
     )  # fmt: skip
     info |= {
         "command": command_line(),
@@ -304,6 +325,7 @@ def run_train_end(args: argparse.Namespace) -> int:
         else f"{args.val_fraction} of --data",
         "vision_checkpoint": str(args.vision),
         "vision_fingerprint": checkpoint_fingerprint(args.vision),
+        "init_from": str(args.init_from) if args.init_from is not None else None,
         "config": asdict(config),
     }
     path = save_end_model(model, best_model_dir(args.out, "end"), info)

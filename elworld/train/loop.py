@@ -236,7 +236,10 @@ def train(
             scheduler.load_state_dict(state["scheduler"])
         trainer_state = state["trainer_state"] or {}
         start_epoch = last_epoch + 1
-        best_val = float(trainer_state.get("best_val", math.inf))
+        # --resume continues this run, best model included; --resume-from DIR starts a new run
+        # under --out (often on other data), whose best model is chosen among its own epochs.
+        if cfg.resume:
+            best_val = float(trainer_state.get("best_val", math.inf))
         global_step = int(trainer_state.get("global_step", 0))
         elapsed_before = float(trainer_state.get("elapsed_s", 0.0))
         if "rng" in trainer_state:
