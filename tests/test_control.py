@@ -146,6 +146,27 @@ def test_resume_continues_exactly_where_the_run_stopped(
     assert [h["generation"] for h in state["trainer_state"]["history"]] == [1, 2, 3, 4]
 
 
+def test_init_from_starts_cma_es_at_the_previous_agent_in_another_world(
+    tiny_checkpoints: Path, trained: Path, tmp_path: Path, one_torch_thread
+) -> None:
+    from elworld.control.train import _Run
+
+    source = checkpoint.best_model_dir(trained, "control")
+    other = _world_copy(tiny_checkpoints, tmp_path / "world", perturb_memory=True)
+    cfg = ControlTrainConfig(
+        out=tmp_path / "out", checkpoints=other, generations=1, init_from=source,
+        sigma=0.05, **{k: v for k, v in TINY_RUN.items() if k != "keys"},
+    )  # fmt: skip
+    run = _Run(cfg)  # a world the agent was not trained in: allowed for a warm start
+    previous = ControlPolicy.from_checkpoint(source)
+    np.testing.assert_array_equal(run.cma.mean, previous.get_flat())
+    for name, value in previous.state_dict().items():  # features as fitted before, not refitted
+        assert torch.equal(run.policy.state_dict()[name], value), name
+    assert run.policy.config == previous.config
+    with pytest.raises(ValueError, match="not both"):
+        ControlTrainConfig(out=tmp_path, resume=True, init_from=source)
+
+
 @pytest.mark.parametrize("hold", [1, 3])
 def test_dream_candidates_act_as_the_agent_does(
     trained: Path, tiny_checkpoints: Path, hold: int

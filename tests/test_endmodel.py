@@ -84,6 +84,21 @@ def test_it_learns_to_count_hits_and_is_calibrated(one_torch_thread) -> None:
     assert scores["expected_ends"] == pytest.approx(scores["ends"], rel=0.25)
 
 
+def test_a_refit_starts_from_the_model_it_is_given(one_torch_thread) -> None:
+    config = EndConfig(vocab_size=8, tokens_per_frame=6, n_embd=8, hidden=16)
+    train, val = counting_episodes(32, seed=0), counting_episodes(16, seed=1)
+    first, _ = train_end_model(train, val, config, epochs=20, batch_size=16, lr=1e-2, seed=0)
+    fresh = end_scores(EndModel(config).eval(), val)["nll"]
+    refit, _ = train_end_model(
+        train, val, config, epochs=1, batch_size=16, lr=1e-4, seed=5, init=first
+    )  # one small step from the trained model: it stays near it, far from a fresh start
+    assert end_scores(refit, val)["nll"] < 0.7 * fresh
+    assert end_scores(refit, val)["nll"] == pytest.approx(end_scores(first, val)["nll"], rel=0.1)
+    with pytest.raises(ValueError, match="config"):
+        train_end_model(train, val, EndConfig(vocab_size=8, tokens_per_frame=6, n_embd=8,
+                                              hidden=8), init=first)  # fmt: skip
+
+
 def test_it_refuses_a_memory_model_with_other_tokens() -> None:
     memory = MemoryConfig(vocab_size=16, grid_height=8, grid_width=8)
     check_end_model_fits(EndConfig(vocab_size=16, tokens_per_frame=64), memory, "m")
