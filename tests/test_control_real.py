@@ -26,6 +26,8 @@ from elworld.control.real_fitness import (
 from elworld.control.train import ControlTrainConfig, train_control
 from elworld.record.doom import DoomEnv
 
+# Population 2 leaves CMA-ES no rank-mu update (cmu = 0): cmaes divides by it, harmlessly.
+pytestmark = pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
 pytest.importorskip("cmaes", reason="needs the cmaes package (pip install 'elworld[rl]')")
 pytest.importorskip("vizdoom", reason="needs ViZDoom (pip install 'elworld[doom]')")
 
@@ -99,7 +101,7 @@ def test_real_fitness_trains_counts_real_steps_and_resumes_exactly(
     counted_steps[0] = 0
     first = _train(tmp_path / "split", doom_world, generations=1)
     resumed = _train(tmp_path / "split", doom_world, generations=2, resume=True)
-    assert first["real_steps"] + (counted_steps[0] - first["real_steps"]) == resumed["real_steps"]
+    assert 0 < first["real_steps"] < resumed["real_steps"] == counted_steps[0]  # carried over
     assert resumed["real_steps"] == straight["real_steps"]  # the same seeds, the same games
     weights = checkpoint.load_state_dict(
         checkpoint.epoch_checkpoint_dir(tmp_path / "split", "control", 2)
