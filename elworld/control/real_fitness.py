@@ -124,7 +124,7 @@ class RealGames:
         self.vision = vision.eval()
         self.device = next(vision.parameters()).device
         self.envs = [DoomEnv(scenario, frame_skip=frame_skip) for _ in range(games)]
-        weakref.finalize(self, _close_all, list(self.envs))
+        self._closer = weakref.finalize(self, _close_all, list(self.envs))  # runs once
 
     @torch.inference_mode()
     def tokens(self, frames: np.ndarray) -> torch.Tensor:
@@ -184,7 +184,7 @@ class RealGames:
 
     def close(self) -> None:
         """Shut every game down."""
-        _close_all(self.envs)
+        self._closer()
 
 
 def _close_all(envs: list[DoomEnv]) -> None:
@@ -228,10 +228,11 @@ class RealRun(_Run):
             min(cfg.real_games, self.cma.population_size * cfg.rollouts),
         )  # fmt: skip
         logger.info(
-            "fitness from the real game: doom:%s at frame skip %d, %d games in lockstep; "
-            "training seeds from %d, validation seeds %d-%d",
-            self.scenario, self.frame_skip, len(self.games.envs), cfg.real_seed, VALIDATION_SEED,
-            VALIDATION_SEED + cfg.eval_episodes - 1,
+            "fitness from the real game, not the dream: doom:%s at frame skip %d, %d candidates x "
+            "%d real episodes per generation, %d games in lockstep; training seeds from %d, "
+            "validation seeds %d-%d",
+            self.scenario, self.frame_skip, self.cma.population_size, cfg.rollouts,
+            len(self.games.envs), cfg.real_seed, VALIDATION_SEED, VALIDATION_SEED + cfg.eval_episodes - 1,
         )  # fmt: skip
 
     def _count(self, result: RealResult) -> None:
