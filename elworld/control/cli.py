@@ -55,7 +55,7 @@ def register_train(models: argparse._SubParsersAction) -> None:
     """Add ``elworld train control`` to the ``elworld train`` model subparsers."""
     parser = models.add_parser(
         "control",
-        help="train an agent inside the dream with CMA-ES (no real-game steps)",
+        help="train an agent inside the dream with CMA-ES (no real-game steps; --real: in the game)",
         description="Train a control agent inside the dream only: CMA-ES searches the few hundred "
         "parameters of a linear policy over pooled vision-codebook features of the token grid, "
         "playing population x rollouts dreams per generation in one batched dream step (cache-sized memory passes) per step, "
