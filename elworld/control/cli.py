@@ -55,7 +55,7 @@ def register_train(models: argparse._SubParsersAction) -> None:
     """Add ``elworld train control`` to the ``elworld train`` model subparsers."""
     parser = models.add_parser(
         "control",
-        help="train an agent inside the dream with CMA-ES (no real-game steps)",
+        help="train an agent inside the dream with CMA-ES (no real-game steps; --real: in the game)",
         description="Train a control agent inside the dream only: CMA-ES searches the few hundred "
         "parameters of a linear policy over pooled vision-codebook features of the token grid, "
         "playing population x rollouts dreams per generation in one batched dream step (cache-sized memory passes) per step, "
@@ -158,6 +158,29 @@ def register_train(models: argparse._SubParsersAction) -> None:
         "--hold", type=int, default=1,
         help="steps each decision is held, in the dream and in the real game (default: %(default)s)",
     )  # fmt: skip
+    group = parser.add_argument_group(
+        "fitness from the real game instead of the dream (the policy-class ceiling)"
+    )
+    group.add_argument(
+        "--real", default=None, metavar="doom:SCENARIO",
+        help="play every candidate in real games (e.g. doom:take_cover, at the world's frame skip) "
+        "instead of dreams: the same policy, features and CMA-ES; fitness = mean return over "
+        "--rollouts real episodes, the best model chosen on --eval-episodes validation episodes "
+        "(seeds 600000+); real steps are counted (default: train in the dream)",
+    )  # fmt: skip
+    group.add_argument(
+        "--real-seed", type=int, default=300_000,
+        help="with --real: generation g, rollout r plays game seed REAL_SEED + (g-1) x rollouts + r, "
+        "the same for every candidate; must stay below the validation seeds 600000 (default: %(default)s)",
+    )  # fmt: skip
+    group.add_argument(
+        "--eval-episodes", type=int, default=8,
+        help="with --real: validation episodes (seeds 600000, 600001, ...) per evaluation (default: %(default)s)",
+    )  # fmt: skip
+    group.add_argument(
+        "--real-games", type=int, default=16,
+        help="with --real: games stepped in lockstep, one vision encode per step for all (default: %(default)s)",
+    )  # fmt: skip
     group = parser.add_argument_group("run")
     group.add_argument(
         "--seed", type=int, default=0, help="seed of everything (default: %(default)s)"
@@ -199,9 +222,17 @@ def run_train_control(args: argparse.Namespace) -> int:
         time_limit_min=args.time_limit,
         keep_last=args.keep_last or None, components=args.components, row_bands=args.row_bands,
         col_bands=args.col_bands, velocity=not args.no_velocity, hidden=args.hidden, hold=args.hold,
-        command=command_line(),
+        real=args.real, real_seed=args.real_seed, eval_episodes=args.eval_episodes,
+        real_games=args.real_games, command=command_line(),
     )  # fmt: skip
     summary = train_control(cfg)
+    if cfg.real:
+        logger.info(
+            "best control model: %s (validation return %.1f in the real game) after generation %d, "
+            "%d real steps", summary["best_model"], summary["best_heldout_return"],
+            summary["generation"], summary["real_steps"],
+        )  # fmt: skip
+        return 0
     logger.info(
         "best control model: %s (held-out dream return %.1f) after generation %d, %d dream steps",
         summary["best_model"], summary["best_heldout_return"], summary["generation"], summary["dream_steps"],

@@ -6,7 +6,8 @@ same frames for every candidate, so they are compared on equal terms), all
 ``population x rollouts`` dreams in one batched dream step per step. A
 candidate's fitness is its mean *expected* dream return (``rollout``: rewards
 weighted by the chance the world has not ended the episode yet). The real
-game is never called.
+game is never called (except with ``--real``, the policy-class ceiling:
+``elworld.control.real_fitness``).
 
 Every ``eval_every`` generations the CMA-ES mean is played from the held-out
 start frames (a fixed share of the bank no candidate trains on, with fixed
@@ -88,6 +89,10 @@ class ControlTrainConfig:
     velocity: bool = True
     hidden: int = 0
     hold: int = 1
+    real: str | None = None  # "doom:take_cover": fitness from real games (control.real_fitness)
+    real_seed: int = 300_000  # first game seed of real training episodes
+    eval_episodes: int = 8  # real validation episodes (seeds 600000+) per evaluation
+    real_games: int = 16  # real games stepped in lockstep
     command: str = ""
 
     def __post_init__(self) -> None:
@@ -197,6 +202,8 @@ def _summary(result: RolloutResult) -> dict[str, float]:
 
 class _Run:
     """State of one training run: the world, the policy, CMA-ES and the bookkeeping."""
+
+    real_steps = 0  # the dream never calls the real game (control.real_fitness.RealRun does)
 
     def __init__(self, cfg: ControlTrainConfig) -> None:
         from elworld.train.distributed import resolve_device
@@ -346,6 +353,7 @@ class _Run:
             "best_return": self.best,
             "elapsed_s": elapsed,
             "dream_steps": self.dream_steps,
+            **self._extra_state(),
             "history": self.history,
             "cma": cma_state(self.cma),
             "rng": checkpoint.rng_state(),
@@ -353,17 +361,21 @@ class _Run:
         path = checkpoint.epoch_checkpoint_dir(cfg.out, "control", generation)
         checkpoint.save_checkpoint(
             path, model=self.policy, config=self.policy.config, training_info=info,
-            readme=model_card(info, self.policy.config), trainer_state=state,
+            readme=self._card(info), trainer_state=state,
         )  # fmt: skip
         if improved:
             best = checkpoint.best_model_dir(cfg.out, "control")
             checkpoint.copy_checkpoint(path, best)
-            logger.info(
-                "new best control model (held-out dream return %.1f) -> %s", self.best, best
-            )
+            logger.info("new best control model (held-out return %.1f) -> %s", self.best, best)
         if cfg.keep_last:
             checkpoint.prune_epoch_checkpoints(cfg.out, "control", cfg.keep_last)
         return improved
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _card(self, info: dict[str, Any]) -> str:
+        return model_card(info, self.policy.config)
 
     def _training_info(
         self, generation: int, heldout: dict[str, float], fitness: dict[str, float], elapsed: float
@@ -406,8 +418,15 @@ class _Run:
 
 
 def train_control(cfg: ControlTrainConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Train a control agent in the dream; return a summary (generations, best return, paths)."""
-    run = _Run(cfg)
+    """Train a control agent in the dream (with ``cfg.real``: in the real game, ``control.real_fitness``);
+    return a summary (generations, best return, paths, dream and real steps)."""
+    if cfg.real:
+        from elworld.control.real_fitness import RealRun
+
+        run = RealRun(cfg)
+    else:
+        run = _Run(cfg)
+    steps_name = "real_steps" if cfg.real else "dream_steps"
     started = time.monotonic()
     first = run.generation + 1
     if first > cfg.generations:
@@ -421,7 +440,7 @@ def train_control(cfg: ControlTrainConfig, *, progress: bool = True) -> dict[str
     for generation in range(first, cfg.generations + 1):
         tick = time.monotonic()
         fitness = run.generation_step(generation)
-        rate = fitness["dream_steps"] / max(1e-9, time.monotonic() - tick)
+        rate = fitness[steps_name] / max(1e-9, time.monotonic() - tick)
         out_of_time = (
             cfg.time_limit_min is not None
             and (time.monotonic() - started) / 60 >= cfg.time_limit_min
@@ -439,7 +458,7 @@ def train_control(cfg: ControlTrainConfig, *, progress: bool = True) -> dict[str
             fitness=f"{fitness['fitness_mean']:.0f}/{fitness['fitness_max']:.0f}",
             heldout_return=f"{heldout['return_mean']:.0f}" if heldout else "-",
             best=f"{run.best:.0f}" if run.best > -math.inf else "-",
-            dream_steps_per_s=f"{rate:.0f}",
+            **{f"{steps_name}_per_s": f"{rate:.0f}"},
         )
         logger.debug("generation %d: %s", generation, record)
         if out_of_time:
@@ -453,6 +472,7 @@ def train_control(cfg: ControlTrainConfig, *, progress: bool = True) -> dict[str
         "best_heldout_return": run.best,
         "best_model": checkpoint.best_model_dir(cfg.out, "control"),
         "dream_steps": run.dream_steps,
+        "real_steps": run.real_steps,
         "history": run.history,
     }
 
