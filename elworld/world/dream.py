@@ -103,8 +103,9 @@ class DreamWorld:
             ``precision="auto"`` takes bf16 where the device runs it natively
             (a CPU with AVX-512 BF16 or AMX, a CUDA device with bf16) and fp32
             elsewhere, logged once; ``compile`` runs the memory model under
-            ``torch.compile`` (1.5x the batched steps/s on a 2-core CPU after
-            a one-off ~1.5 min compile: for agents' long runs, not for play).
+            ``torch.compile`` (1.5x the batched steps/s on a 2-core CPU, bf16
+            copy included, after a one-off compile of 1.5-2.5 min: for agents'
+            long runs, not for play).
             ``self.memory`` is the model the passes run on: ``memory`` itself
             in fp32, its bf16 ``inference_copy`` under bf16 (``memory`` is
             left as it was).
