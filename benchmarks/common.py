@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 import time
+from pathlib import Path
 
 import torch
+
+from elworld.model.common import choose_precision, cpu_bf16_support
 
 
 def synchronize(device: torch.device) -> None:
@@ -39,3 +43,27 @@ def best_matmul_peak(size: int, device: torch.device) -> tuple[float, str]:
     }
     name = max(peaks, key=peaks.get)
     return peaks[name], name
+
+
+def cpu_kind() -> list[str]:
+    """Lines naming this CPU: model, the flags bf16 speed depends on, and torch's view."""
+    model, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    shown = " ".join(f"{flag}{'+' if flag in flags else '-'}" for flag in wanted)
+    native, reason = cpu_bf16_support()
+    choice = choose_precision("auto", "cpu")
+    return [
+        f"CPU: {model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; flags {shown}",
+        f"torch.backends.cpu.get_cpu_capability(): {torch.backends.cpu.get_cpu_capability()}; "
+        f"native bf16: {native}",
+        f'precision="auto" chooses {choice.precision} on the CPU ({reason})',
+    ]

@@ -3,12 +3,14 @@
 0. The machine's kind (CPU model, its bf16-relevant flags, what torch reports,
    and the precision ``"auto"`` chooses) and, in the same run, the landed
    design's default (bf16 autocast, the guided pair: two memory passes per
-   step) next to the new default (``precision="auto"``, the world's own
-   guidance: one pass for a distilled world) and fp32 with one pass:
-   single-env rgb steps/s and batched tokens env-steps/s at N = 1, 16, 64.
-   ``--compare-only`` stops after this table.
+   step) next to the steps since: one pass (the world's own guidance, a
+   distilled world's 1) still under bf16 autocast, then the new default
+   (``precision="auto"``, one pass, bf16 the memory model's weights cast
+   once: ``MemoryModel.inference_copy``), and fp32 with one pass: single-env
+   rgb steps/s and batched tokens env-steps/s at N = 1, 16, 64, the designs
+   taking turns over interleaved rounds. ``--compare-only`` stops after it.
 1. Single-env step latency (p50 / p95) with rgb and with tokens observations,
-   in float32 and with bf16 autocast (``precision``): before and after.
+   in float32 and bf16 (``precision``): before and after.
 2. Batched throughput (env steps/s) of ``DreamVectorEnv`` at N = 1, 8, 16, 32, 64,
    with the default ``step_chunk`` (cache-sized memory passes on a CPU) and
    with one pass over all N (``step_chunk=N``): the chunking gain.
@@ -33,7 +35,7 @@ from __future__ import annotations
 import argparse
 import resource
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +44,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from elworld.model.common import choose_precision, cpu_bf16_support
-from elworld.model.memory import MemoryConfig
+from elworld.model.memory import MemoryConfig, MemoryModel
+from elworld.world.loading import resolve_checkpoints
 from elworld_gym.dream_env import DreamEnv
 from elworld_gym.vector_env import DreamVectorEnv
 
-from common import best_matmul_peak, synchronize
+from common import best_matmul_peak, cpu_kind, synchronize
 
 
 @dataclass
@@ -68,7 +70,8 @@ class Args:
     threads: int = 0
     landed_guidance: str = "2"
     compare_sizes: str = "1,16,64"
-    compare_steps: int = 60
+    compare_steps: int = 20
+    compare_rounds: int = 3
     compare_only: bool = False
     quick: bool = False
 
@@ -88,7 +91,8 @@ HELP = {
     "threads": "torch CPU threads (0: torch's default)",
     "landed_guidance": "guidance of the landed default in the comparison (its guided pair)",
     "compare_sizes": "comma-separated numbers of envs for the landed-vs-new comparison",
-    "compare_steps": "timed steps per figure of the landed-vs-new comparison",
+    "compare_steps": "timed steps per figure and round of the landed-vs-new comparison",
+    "compare_rounds": "interleaved rounds of the landed-vs-new comparison (figures: medians)",
     "compare_only": "print the machine and the landed-vs-new comparison, then stop",
     "quick": "tiny numbers everywhere (a smoke run, not a measurement)",
 }
@@ -107,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     args = Args(**vars(parser.parse_args(argv)))
     if args.quick:
         args.batch_sizes = args.compare_sizes = "1,4,16"
-        args.compare_steps = 5
+        args.compare_steps, args.compare_rounds = 3, 2
         args.latency_steps, args.batch_steps, args.baseline_frames = 10, 5, 1
         args.rollout_steps, args.matmul_size = 300, 512
     return args
@@ -178,78 +182,99 @@ def memory_pass_flops(env: DreamEnv | DreamVectorEnv, num_envs: int) -> int:
 
 
 # ------------------------------------------------- the machine, landed vs new
-def cpu_kind() -> list[str]:
-    """Lines naming this CPU: model, the flags bf16 speed depends on, and torch's view."""
-    model, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    shown = " ".join(f"{flag}{'+' if flag in flags else '-'}" for flag in wanted)
-    native, reason = cpu_bf16_support()
-    choice = choose_precision("auto", "cpu")
-    return [
-        f"CPU: {model}, {torch.get_num_threads()} torch threads; flags {shown}",
-        f"torch.backends.cpu.get_cpu_capability(): {torch.backends.cpu.get_cpu_capability()}; "
-        f"native bf16: {native}",
-        f'precision="auto" chooses {choice.precision} on the CPU ({reason})',
-    ]
+@dataclass(frozen=True)
+class Design:
+    """A way of stepping the dream: env kwargs, and whether bf16 runs as autocast (landed)."""
+
+    kwargs: dict
+    autocast: bool = False  # fp32 weights under bf16 autocast, as before the bf16 weight copy
 
 
-def env_rate(args: Args, num_envs: int, obs_type: str, kwargs: dict) -> float:
-    """Env steps/s of ``num_envs`` dreams (one ``DreamEnv`` when 1, rgb or tokens)."""
+def comparison_env(args: Args, num_envs: int, obs_type: str, design: Design) -> object:
+    """A ``DreamEnv`` (``num_envs`` 1) or ``DreamVectorEnv`` stepping as ``design`` says, reset."""
     if num_envs == 1:
-        env = DreamEnv(args.checkpoints, obs_type=obs_type, device=args.device, **kwargs)
+        env = DreamEnv(args.checkpoints, obs_type=obs_type, device=args.device, **design.kwargs)
     else:
         env = DreamVectorEnv(
-            num_envs, args.checkpoints, obs_type=obs_type, device=args.device, **kwargs
+            num_envs, args.checkpoints, obs_type=obs_type, device=args.device, **design.kwargs
         )
+    if design.autocast and env.world.precision == "bf16":  # the fp32 weights: sample_next autocasts
+        paths = resolve_checkpoints(args.checkpoints, None, None, False)
+        env.world.memory = MemoryModel.from_checkpoint(paths.memory, device=env.world.device)
     env.reset(seed=args.seed)
-    rng = np.random.default_rng(args.seed)
+    return env
+
+
+def env_rate(args: Args, env: object, num_envs: int, rng: np.random.Generator) -> float:
+    """Env steps/s of ``env`` over ``compare_steps`` steps of sticky-free random keys."""
     shape = (num_envs, 22) if num_envs > 1 else (22,)
-    actions = (rng.random((args.compare_steps + 2, *shape)) < 0.1).astype(np.uint8)
-    for action in actions[:2]:  # warm-up
-        env.step(action)
+    actions = (rng.random((args.compare_steps, *shape)) < 0.1).astype(np.uint8)
     start = time.perf_counter()
-    for action in actions[2:]:
+    for action in actions:
         _, _, terminated, truncated, _ = env.step(action)
         if num_envs == 1 and (terminated or truncated):
             env.reset()
-    elapsed = time.perf_counter() - start
-    env.close()
-    return num_envs * args.compare_steps / elapsed
+    return num_envs * args.compare_steps / (time.perf_counter() - start)
+
+
+LANDED, ONE_PASS, NEW = "landed", "one pass, autocast", "new default"
 
 
 def landed_vs_new(args: Args) -> None:
-    """Print the landed default next to the new one (and fp32 with one pass), same run."""
+    """Print the landed default next to the new one (and the steps between), same run.
+
+    The designs take turns, figure by figure, for ``compare_rounds`` rounds
+    (each figure is the median): a noisy machine slows them alike.
+    """
     designs = {
-        "landed: bf16, guided pair": {"precision": "bf16", "guidance": float(args.landed_guidance)},
-        "new default: auto, world's guidance": {"precision": "auto", "guidance": None},
-        "fp32, one pass": {"precision": "fp32", "guidance": 1.0},
+        LANDED: Design({"precision": "bf16", "guidance": float(args.landed_guidance)}, True),
+        ONE_PASS: Design({"precision": "auto", "guidance": None}, True),
+        NEW: Design({"precision": "auto", "guidance": None}),
+        "fp32, one pass": Design({"precision": "fp32", "guidance": 1.0}),
     }
-    sizes = [int(n) for n in args.compare_sizes.split(",")]
-    print("\n== landed default vs new default (env steps/s; one run, same machine)")
-    print(f"{'design':<50} {'rgb N=1':>9}" + "".join(f" {'tok N=' + str(n):>9}" for n in sizes))
-    rows = {}
-    for name, kwargs in designs.items():
-        probe = DreamEnv(args.checkpoints, obs_type="tokens", device=args.device, **kwargs)
-        world = probe.world
-        label = f"{name} ({world.precision}, g {world.guidance:g})"
-        probe.close()
-        rates = [env_rate(args, 1, "rgb", kwargs)]
-        rates += [env_rate(args, n, "tokens", kwargs) for n in sizes]
-        rows[name] = rates
-        print(f"{label:<50} {rates[0]:>9.1f}" + "".join(f" {r:>9.1f}" for r in rates[1:]))
-    landed, new = rows["landed: bf16, guided pair"], rows["new default: auto, world's guidance"]
-    print(f"{'new / landed':<50} {new[0] / landed[0]:>8.2f}x" + "".join(
-        f" {n / o:>8.2f}x" for n, o in zip(new[1:], landed[1:])
-    ))  # fmt: skip
+    columns = [(1, "rgb")] + [(int(n), "tokens") for n in args.compare_sizes.split(",")]
+    envs = {
+        (name, column): comparison_env(args, *column, design)
+        for name, design in designs.items()
+        for column in columns
+    }
+    rng = np.random.default_rng(args.seed)
+    for (_, (num_envs, _)), env in envs.items():  # warm-up
+        env_rate(replace(args, compare_steps=2), env, num_envs, rng)
+    rates: dict[tuple, list[float]] = {key: [] for key in envs}
+    for _ in range(args.compare_rounds):
+        for column in columns:
+            for name in designs:
+                rates[name, column].append(env_rate(args, envs[name, column], column[0], rng))
+    for statistic, summary in (("median", np.median), ("best round", np.max)):
+        rows = {
+            name: [float(summary(rates[name, column])) for column in columns] for name in designs
+        }
+        comparison_table(args, envs, designs, columns, rows, statistic)
+    for env in envs.values():
+        env.close()
+
+
+def comparison_table(
+    args: Args, envs: dict, designs: dict, columns: list, rows: dict, statistic: str
+) -> None:
+    """Print one ``statistic`` (median or best round) of every design, and two ratios."""
+    print(
+        f"\n== landed default vs new default (env steps/s, {statistic} of {args.compare_rounds} "
+        "interleaved rounds; one run, same machine)"
+    )
+    header = "".join(
+        f" {('rgb' if kind == 'rgb' else 'tok') + f' N={n}':>9}" for n, kind in columns
+    )
+    print(f"{'design':<54}{header}")
+    for name, design in designs.items():
+        world = envs[name, columns[0]].world
+        how = "bf16 autocast" if design.autocast and world.precision == "bf16" else world.precision
+        label = f"{name} ({how}, {world.memory.weight_dtype}, g {world.guidance:g})"
+        print(f"{label:<54}" + "".join(f" {r:>9.1f}" for r in rows[name]))
+    for top, bottom in ((NEW, LANDED), (NEW, ONE_PASS)):
+        ratios = "".join(f" {n / o:>8.2f}x" for n, o in zip(rows[top], rows[bottom]))
+        print(f"{top + ' / ' + bottom:<54}{ratios}")
 
 
 # --------------------------------------------------------- IRIS-style baseline

@@ -143,6 +143,20 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
     and attention then run in bfloat16 while reductions such as softmax,
     LayerNorm and the losses stay in float32 (PyTorch's autocast op lists).
     """
-    device_type = torch.device(device).type
-    enabled = resolve_precision(precision, device) == "bf16" and device_type in ("cpu", "cuda")
-    return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=enabled)
+    enabled = compute_dtype(device, precision) == torch.bfloat16
+    return torch.autocast(
+        device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=enabled
+    )
+
+
+def compute_dtype(device: torch.device | str, precision: str) -> torch.dtype:
+    """What ``precision`` computes in on ``device``: bfloat16 for bf16 on a CPU or CUDA, else float32.
+
+    ``"auto"`` is resolved first (``resolve_precision``). Elsewhere (MPS) bf16
+    autocast is off, so fp32 it is. A model can be cast to this dtype once
+    instead of running under ``autocast`` (``MemoryModel.inference_copy``).
+    """
+    bf16 = resolve_precision(precision, device) == "bf16"
+    return (
+        torch.bfloat16 if bf16 and torch.device(device).type in ("cpu", "cuda") else torch.float32
+    )

@@ -463,6 +463,28 @@ class MemoryModel(nn.Module):
 
         return load_model(path, cls, device=device)
 
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype of the transformer's weights (float32 unless made by ``inference_copy``)."""
+        return self.current_emb.weight.dtype
+
+    def inference_copy(self, dtype: torch.dtype) -> MemoryModel:
+        """A frozen eval-mode copy in ``dtype`` for sampling without autocast; the output head stays fp32.
+
+        Under bf16 autocast every pass casts each weight and most activations
+        again (a third of a CPU dream step); this copy is cast once. Everything
+        but the output head computes in ``dtype`` (its residual stream
+        included, where autocast keeps fp32); the head reads fp32 cells as
+        ``forward`` always does in eval mode, since near-tied logits decide the
+        argmax token. A distillation teacher is not copied.
+        """
+        device = self.current_emb.weight.device
+        model = MemoryModel(self.config).to(device)
+        model.load_state_dict(self.state_dict(), strict=True)
+        model.to(dtype)
+        model.head.float()
+        return model.eval().requires_grad_(False)
+
     # ------------------------------------------------------------------ checks
     def _check_tokens(self, name: str, tokens: torch.Tensor, shape: tuple[int, ...], high: int):
         if not isinstance(tokens, torch.Tensor):

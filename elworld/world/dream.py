@@ -34,7 +34,7 @@ from gymnasium import spaces
 
 from elworld.checkpoint import recording_info
 from elworld.frames import frames_to_tensor, resize_frames, tensor_to_frames
-from elworld.model.common import autocast, check_models_fit
+from elworld.model.common import autocast, check_models_fit, compute_dtype
 from elworld.model.end import EndModel, check_end_model_fits
 from elworld.model.memory import MemoryModel, MemorySample
 from elworld.model.vision import VisionModel
@@ -103,8 +103,12 @@ class DreamWorld:
             ``precision="auto"`` takes bf16 where the device runs it natively
             (a CPU with AVX-512 BF16 or AMX, a CUDA device with bf16) and fp32
             elsewhere, logged once; ``compile`` runs the memory model under
-            ``torch.compile`` (1.5x the batched steps/s on a 2-core CPU after
-            a one-off ~1.5 min compile: for agents' long runs, not for play).
+            ``torch.compile`` (1.5x the batched steps/s on a 2-core CPU, bf16
+            copy included, after a one-off compile of 1.5-2.5 min: for agents'
+            long runs, not for play).
+            ``self.memory`` is the model the passes run on: ``memory`` itself
+            in fp32, its bf16 ``inference_copy`` under bf16 (``memory`` is
+            left as it was).
         names: how error messages name the two checkpoints.
         recordings: where the memory model's training data came from
             (``loading.recording_info``); sets ``steps_per_second``.
@@ -139,6 +143,9 @@ class DreamWorld:
         self.device = next(memory.parameters()).device
         self.num_envs = num_envs
         self.settings = settings.resolve(self.device, num_envs)  # concrete: see SamplingSettings
+        dtype = compute_dtype(self.device, self.settings.precision)
+        if self.memory.weight_dtype != dtype:  # bf16: weights cast once here, not on every pass
+            self.memory = self.memory.inference_copy(dtype)
         if self.settings.compile:
             self.memory.compile(dynamic=False)  # in place: sample()'s passes run compiled
         self.recordings = dict(recordings or {})  # where the world's training data came from
@@ -469,15 +476,18 @@ def sample_next(
 
     The one way a dream steps (``DreamWorld.step``, ``elworld eval``'s open-loop
     rollouts): memory passes over ``settings.step_chunk`` dreams at a time
-    (all ``n`` when ``None``), under the settings' precision, all drawing from
-    ``generator``. Chunking changes the order of the draws, not what is sampled.
+    (all ``n`` when ``None``), all drawing from ``generator``. Chunking changes
+    the order of the draws, not what is sampled. An fp32 ``memory`` runs
+    under the settings' precision (bf16 autocast for ``"bf16"``); a model
+    already in bf16 (``MemoryModel.inference_copy``) runs as it is.
     """
     n, K = history.shape[0], history.shape[1]
     chunk = settings.step_chunk or n
+    precision = settings.precision if memory.weight_dtype == torch.float32 else "fp32"
     parts = []
     for low in range(0, n, chunk):  # cache-sized passes (see SamplingSettings.step_chunk)
         part = slice(low, low + chunk)
-        with autocast(history.device, settings.precision):
+        with autocast(history.device, precision):
             parts.append(
                 memory.sample(
                     history[part, -1],
