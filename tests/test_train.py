@@ -249,7 +249,13 @@ def test_memory_resume_and_resume_from_a_best_model_reproduce_the_losses(
     bundled = tmp_path / "bundled" / "best_model"
     shutil.copytree(checkpoint.best_model_dir(tmp_path / "one", "memory"), bundled)
     shutil.rmtree(tmp_path / "one")
+    info_file = bundled / checkpoint.TRAINING_INFO_FILE  # a world that recommends guidance 2
+    info_file.write_text(json.dumps({**_info(bundled), "sampling": {"guidance": 2.0}}))
     assert main([*args, "--out", str(tmp_path / "continued"), "--resume-from", str(bundled)]) == 0
+    for path in (checkpoint.best_model_dir(tmp_path / "continued", "memory"),
+                 checkpoint.epoch_checkpoint_dir(tmp_path / "continued", "memory", 3)):  # fmt: skip
+        assert _info(path)["sampling"] == {"guidance": 2.0, "inherited_from": str(bundled)}
+    assert "sampling" not in _info(checkpoint.epoch_checkpoint_dir(tmp_path / "split", "memory", 3))
     assert [e for e, _ in checkpoint.list_epoch_checkpoints(tmp_path / "continued", "memory")] == [
         2, 3,
     ]  # fmt: skip

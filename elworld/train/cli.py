@@ -466,6 +466,24 @@ def _start_distillation(
     }
 
 
+def _inherited_sampling(args: argparse.Namespace) -> dict[str, Any]:
+    """A resumed run keeps the ``"sampling"`` recommendation (e.g. guidance 2) of the
+    checkpoint it continues: a refit of a guided world is still sampled as one."""
+    if args.resume_from is not None:
+        source = Path(args.resume_from)
+    elif args.resume:
+        found = checkpoint.list_epoch_checkpoints(args.out, "memory")
+        source = found[-1][1] if found else None
+    else:
+        source = None
+    sampling = checkpoint.sampling_defaults(source) if source is not None else {}
+    if not sampling:
+        return {}
+    inherited = dict(sampling)
+    inherited.setdefault("inherited_from", str(source))
+    return {"sampling": inherited}
+
+
 def run_train_memory(args: argparse.Namespace) -> int:
     """``elworld train memory``."""
     from elworld.model.memory import MemoryConfig, MemoryModel
@@ -532,6 +550,8 @@ def run_train_memory(args: argparse.Namespace) -> int:
         }
         if args.distill_from is not None:
             info.update(_start_distillation(args, model, dist_info.device))
+        else:
+            info.update(_inherited_sampling(args))
         cfg = _train_config(
             args, {"epochs": 20, "batch_size": 8, "lr": 3e-4, "precision": "auto"}, info
         )
