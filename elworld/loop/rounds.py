@@ -290,9 +290,12 @@ class Loop:
                      seeds=[cfg.record_seed + (index - 1) * cfg.episodes, cfg.record_seed + index * cfg.episodes - 1])  # fmt: skip
         return True
 
-    def mix_dir(self, index: int) -> Path:
-        """``OUT/data/mix_NN``: links to the base episodes and every episode recorded so far."""
+    def mix_dir(self, index: int, *, rebuild: bool = False) -> Path:
+        """``OUT/data/mix_NN``: links to the base episodes and every episode recorded so far
+        (made once per round, by the memory refit; ``rebuild`` makes it afresh)."""
         mix = self.out / "data" / f"mix_{index:02d}"
+        if mix.is_dir() and not rebuild:
+            return mix
         if mix.exists():
             shutil.rmtree(mix)
         mix.mkdir(parents=True)
@@ -322,7 +325,7 @@ class Loop:
             start[str(index)] = int(state.get("epoch", 0))
             self._save()
         target = start[str(index)] + cfg.memory_epochs
-        args = ["train", "memory", "--data", str(self.mix_dir(index)), "--cache-dir",
+        args = ["train", "memory", "--data", str(self.mix_dir(index, rebuild=not found)), "--cache-dir",
                 str(self.cache_dir()), "--vision", str(vision), "--out", str(root),
                 "--epochs", str(target), "--steps-per-epoch", str(cfg.memory_steps),
                 "--batch-size", str(cfg.memory_batch_size), "--val-batches",
