@@ -126,6 +126,42 @@ def test_one_round_runs_phase_by_phase_and_resumes_mid_round(
     again = run_loop(_config(tiny_real_world, out, resume=True), progress=False)
     assert again["done"] == state["done"]  # nothing left to do
 
+    _check_publish(tiny_real_world, out, tmp_path / "published")
+
+
+def _check_publish(world: dict, out: Path, root: Path) -> None:
+    """``elworld loop --publish 1 --to ROOT``: the round's world and agent, with provenance."""
+    shutil.copytree(world["world"], root)
+    from elworld.loop.publish import publish_round
+
+    with pytest.raises(ValueError, match=r"round 2 .* no finished agent .* \[1\]"):
+        publish_round(out, 2, root)
+    assert main(["loop", "--out", str(out), "--publish", "1", "--to", str(root)]) == 0
+    round_root = out / "round_01"
+    for kind in ("memory", "end", "control"):
+        src, dst = (checkpoint.best_model_dir(r, kind) for r in (round_root, root))
+        assert checkpoint.checkpoint_fingerprint(dst) == checkpoint.checkpoint_fingerprint(src)
+        info = json.loads((dst / "training_info.json").read_text())
+        first = json.loads((checkpoint.best_model_dir(world["world"], kind) / "training_info.json").read_text())
+        assert info["loop"]["round"] == 1 and info["loop"]["from"] == str(src)
+        assert info["lineage"] == [{"command": first["command"],
+                                    "checkpoint": str(checkpoint.best_model_dir(world["world"], kind)),
+                                    "fingerprint": info["lineage"][0]["fingerprint"]}]  # fmt: skip
+        command = info["loop"]["command"].split()
+        assert command[:2] == ["elworld", "loop"] and command[-2:] == ["--rounds", "1"]
+        assert "--explore 0.5" in info["loop"]["command"]  # a non-default setting is kept
+        card = (dst / "README.md").read_text()
+        assert info["loop"]["command"] in card and first["command"] in card
+        if kind != "control":  # the refits name every recording set they mixed
+            sets = {(s["policy"], s["episodes"]): s for s in info["recordings_mixed"]}
+            assert sets[("agent+explore0.5", 1)]["seeds"] == [[124000, 124000]]
+            assert sets[("sticky", 3)]["seeds"] == [[123000, 123002]]
+    np.testing.assert_array_equal(np.load(root / "start_frames.npz")["obs"],
+                                  np.load(round_root / "start_frames.npz")["obs"])  # fmt: skip
+    from elworld.control.agent import Agent
+
+    Agent.from_checkpoint(checkpoint.best_model_dir(root, "control"), checkpoints=root)  # its world
+
 
 def test_rounds_table_lists_every_round() -> None:
     rows = [
@@ -149,3 +185,24 @@ def test_bad_settings_name_the_setting(tmp_path: Path) -> None:
         LoopConfig(out=tmp_path, world=tmp_path, data=tmp_path, episodes=0)
     with pytest.raises(FileNotFoundError, match="--world"):
         run_loop(LoopConfig(out=tmp_path / "o", world=tmp_path / "none", data=tmp_path))
+
+
+def test_the_published_loop_command_rebuilds_the_same_settings(tmp_path: Path) -> None:
+    """``loop_command`` (what a published card shows) parses back to the loop's settings."""
+    import shlex
+    from dataclasses import asdict
+
+    from elworld.cli import build_parser
+    from elworld.loop.cli import loop_config
+    from elworld.loop.publish import loop_command
+    from elworld.loop.rounds import _jsonable
+
+    cfg = LoopConfig(out=tmp_path / "o", world=tmp_path / "w", data=tmp_path / "d", rounds=2,
+                     cache_dir=tmp_path / "c", base_episodes=7, explore=0.25, record_seed=5,
+                     memory_steps=33, dream_max_steps=100, sigma=0.3, temperature=1.15)  # fmt: skip
+    command = loop_command(_jsonable(asdict(cfg)), rounds=2)
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert loop_config(args) == cfg
+    assert "--temperature 1.15" in command and "--episodes" not in command  # defaults left out
+    with pytest.raises(ValueError, match="no flag for"):
+        loop_command(_jsonable(asdict(cfg)) | {"extra_control_args": ["--hold", "3"]}, 2)

@@ -26,11 +26,13 @@ def _info(kind: str) -> dict:
 
 
 def _options(command: str) -> dict[str, str | bool]:
-    """``elworld train KIND --a 1 --b`` -> ``{"--a": "1", "--b": True}`` (order-free)."""
+    """``elworld train KIND --a 1 --b`` (or ``elworld loop --a 1``) -> ``{"--a": "1", "--b": True}``
+    (order-free)."""
     words = shlex.split(command)
-    assert words[:2] == ["elworld", "train"], command
+    assert words[:2] in (["elworld", "train"], ["elworld", "loop"]), command
+    first = 3 if words[1] == "train" else 2
     options: dict[str, str | bool] = {}
-    for i, word in enumerate(words[3:], start=3):
+    for i, word in enumerate(words[first:], start=first):
         if word.startswith("--"):
             following = words[i + 1] if i + 1 < len(words) else "--"
             options[word] = True if following.startswith("--") else following
@@ -38,8 +40,9 @@ def _options(command: str) -> dict[str, str | bool]:
 
 
 def _readme_train_commands() -> dict[str, list[str]]:
-    """Every ``elworld train KIND ...`` line of the README's bash blocks, by kind, but for the
-    section on a world of one's own game (its commands are a template, not the bundle's recipe)."""
+    """Every ``elworld train KIND ...`` line of the README's bash blocks, by kind (``elworld loop``
+    lines under "loop"), but for the section on a world of one's own game (its commands are a
+    template, not the bundle's recipe)."""
     sections = (REPO / "README.md").read_text().split("\n## ")
     recipe = "\n".join(s for s in sections if not s.startswith("Make a world of your own game"))
     found: dict[str, list[str]] = {}
@@ -48,6 +51,8 @@ def _readme_train_commands() -> dict[str, list[str]]:
             line = re.sub(r"\s+", " ", line.split(" #")[0]).strip()
             if line.startswith("elworld train "):
                 found.setdefault(line.split()[2], []).append(line)
+            elif line.startswith("elworld loop "):
+                found.setdefault("loop", []).append(line)
     return found
 
 
@@ -62,7 +67,10 @@ def test_each_card_shows_the_command_and_data_its_training_info_records(kind: st
     assert info.get("elworld_version"), f"{kind}: training_info.json records no elworld_version"
     trains = re.findall(r"`(elworld train [^`]+)`", card)
     assert trains, f"{kind}: the model card shows no `elworld train` command"
-    assert set(trains) == {info["command"]}, f"{kind}: card {trains} != {info['command']!r}"
+    made_by = {info["command"], *(step["command"] for step in info.get("lineage", []))}
+    assert set(trains) == made_by, f"{kind}: card {trains} != {made_by!r}"
+    if "loop" in info:  # published from a loop round: the card shows the loop's command
+        assert f"`{info['loop']['command']}`" in card, f"{kind}: card lacks the loop command"
     if info.get("data"):
         data_lines = re.findall(r"^- Data: (\S+)", card, re.M)
         assert data_lines == [info["data"]], f"{kind}: card data {data_lines} != {info['data']!r}"
@@ -71,9 +79,22 @@ def test_each_card_shows_the_command_and_data_its_training_info_records(kind: st
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_readme_recipe_runs_the_recorded_command(kind: str) -> None:
-    """Same options as the checkpoint's own command; only --out (where it writes) may differ."""
+    """Same options as the checkpoint's own command; only --out (where it writes) may differ.
+
+    A checkpoint published from a loop round (``elworld loop --publish``) was made by the
+    first command of its lineage and then the loop: the README shows both."""
+    info = _info(kind)
     commands = _readme_train_commands().get(kind, [])
     assert len(commands) == 1, f"README: expected one `elworld train {kind}` line, got {commands}"
-    recorded = {k: v for k, v in _options(_info(kind)["command"]).items() if k != "--out"}
+    if "loop" in info:
+        loops = [_options(c) for c in _readme_train_commands().get("loop", [])]
+        assert _options(info["loop"]["command"]) in loops, (
+            f"README: no `elworld loop` line with the options of {kind}'s {info['loop']['command']!r}"
+        )
+        publish = {"--out": info["loop"]["out"], "--publish": str(info["loop"]["round"]),
+                   "--to": "checkpoints"}  # fmt: skip
+        assert publish in loops, f"README: no `elworld loop ... --publish` line for {kind}"
+        info = {"command": info["lineage"][0]["command"]}  # the recipe's own line made the root
+    recorded = {k: v for k, v in _options(info["command"]).items() if k != "--out"}
     recipe = {k: v for k, v in _options(commands[0]).items() if k != "--out"}
     assert recipe == recorded, f"README `elworld train {kind}` differs from its training_info.json"

@@ -216,18 +216,36 @@ def save_checkpoint(
     return path
 
 
-def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Copy a whole checkpoint folder to ``dst`` atomically (e.g. an epoch to best_model)."""
+def copy_checkpoint(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    training_info: dict[str, Any] | None = None,
+    readme: str | None = None,
+) -> Path:
+    """Copy a whole checkpoint folder to ``dst`` atomically (e.g. an epoch to best_model);
+    ``training_info`` / ``readme``, when given, replace the copy's ``training_info.json`` /
+    model card (weights and config are copied unchanged)."""
     src, dst = _checkpoint_dir(src), Path(dst)
     if dst.absolute() == src.absolute():
         raise CheckpointError(f"cannot copy checkpoint {src} onto itself")
     _weights_file(src)  # a folder without weights is not a checkpoint
+    replaced = {}
+    if training_info is not None:
+        replaced[TRAINING_INFO_FILE] = _to_json(training_info)
+    if readme is not None:
+        replaced[README_FILE] = readme.encode()
 
     def fill(folder: Path) -> None:
         for entry in src.iterdir():
-            if entry.is_file():
+            if entry.name in replaced:
+                _write_bytes(folder / entry.name, replaced[entry.name])
+            elif entry.is_file():
                 with atomic_path(folder / entry.name) as tmp:
                     shutil.copyfile(entry, tmp)
+        for name, data in replaced.items():
+            if not (folder / name).exists():
+                _write_bytes(folder / name, data)
 
     return _publish(dst, fill)
 

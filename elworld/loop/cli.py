@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from elworld.loop.rounds import LoopConfig
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +140,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="continue the loop in OUT at its first unfinished phase (its saved settings are "
         "used, except --rounds and --time-limit)",
     )  # fmt: skip
+    group = parser.add_argument_group("publishing a round")
+    group.add_argument(
+        "--publish", type=int, default=None, metavar="N",
+        help="instead of running rounds: copy round N's memory, end model, start bank and agent "
+        "from OUT into --to, atomically, with the loop's command, the lineage and every "
+        "recording set written into each training_info.json and model card",
+    )  # fmt: skip
+    group.add_argument(
+        "--to", type=Path, default=None, metavar="ROOT",
+        help="checkpoint root that --publish writes into (default: the loop's --world)",
+    )  # fmt: skip
     parser.set_defaults(func=run_loop_command)
 
 
@@ -145,9 +160,18 @@ def run_loop_command(args: argparse.Namespace) -> int:
 
     from elworld.loop.rounds import STATE_FILE, TABLE_FILE, LoopConfig, run_loop
 
-    source, _, scenario = args.real.partition(":")
-    if source != "doom" or not scenario:
-        raise ValueError(f"--real must be doom:SCENARIO, got {args.real!r}")
+    if args.publish is not None:
+        from elworld.loop.publish import publish_round
+
+        to = args.to
+        if to is None:
+            if not (args.out / STATE_FILE).is_file():
+                raise FileNotFoundError(f"--out {args.out}: no loop state {args.out / STATE_FILE}")
+            to = Path(json.loads((args.out / STATE_FILE).read_text())["config"]["world"])
+        written = publish_round(args.out, args.publish, to)
+        logger.info("published round %d of %s into %s: %s", args.publish, args.out, to,
+                    ", ".join(str(p) for p in written))  # fmt: skip
+        return 0
     if args.resume:  # the loop's own settings, so a resumed round plays like its start
         saved = json.loads((args.out / STATE_FILE).read_text())["config"]
         paths = ("out", "world", "data", "agent", "cache_dir")
@@ -155,21 +179,31 @@ def run_loop_command(args: argparse.Namespace) -> int:
         cfg = LoopConfig(**{**fields, "rounds": args.rounds, "time_limit_min": args.time_limit,
                             "resume": True})  # fmt: skip
     else:
-        if args.data is None:
-            raise ValueError("--data is required (the recordings the starting world was trained on)")
-        cfg = LoopConfig(
-            out=args.out, world=args.world, data=args.data, agent=args.agent,
-            cache_dir=args.cache_dir, base_episodes=args.base_episodes, scenario=scenario,
-            rounds=args.rounds, episodes=args.episodes, explore=args.explore,
-            record_seed=args.record_seed, eval_episodes=args.eval_episodes,
-            eval_seed=args.eval_seed, max_steps=args.max_steps, memory_epochs=args.memory_epochs,
-            memory_steps=args.memory_steps, memory_batch_size=args.memory_batch_size,
-            memory_val_batches=args.memory_val_batches, end_epochs=args.end_epochs,
-            bank_clips=args.bank_clips, generations=args.generations, population=args.population,
-            rollouts=args.rollouts, sigma=args.sigma, dream_max_steps=args.dream_max_steps,
-            temperature=args.temperature, seed=args.seed, time_limit_min=args.time_limit,
-        )  # fmt: skip
+        cfg = loop_config(args)
     state = run_loop(cfg)
     print((args.out / TABLE_FILE).read_text(), end="")
     logger.info("%d round(s) evaluated; state in %s", len(state["rows"]) - 1, args.out / STATE_FILE)
     return 0
+
+
+def loop_config(args: argparse.Namespace) -> LoopConfig:
+    """The settings a fresh ``elworld loop`` command asks for."""
+    from elworld.loop.rounds import LoopConfig
+
+    source, _, scenario = args.real.partition(":")
+    if source != "doom" or not scenario:
+        raise ValueError(f"--real must be doom:SCENARIO, got {args.real!r}")
+    if args.data is None:
+        raise ValueError("--data is required (the recordings the starting world was trained on)")
+    return LoopConfig(
+        out=args.out, world=args.world, data=args.data, agent=args.agent,
+        cache_dir=args.cache_dir, base_episodes=args.base_episodes, scenario=scenario,
+        rounds=args.rounds, episodes=args.episodes, explore=args.explore,
+        record_seed=args.record_seed, eval_episodes=args.eval_episodes,
+        eval_seed=args.eval_seed, max_steps=args.max_steps, memory_epochs=args.memory_epochs,
+        memory_steps=args.memory_steps, memory_batch_size=args.memory_batch_size,
+        memory_val_batches=args.memory_val_batches, end_epochs=args.end_epochs,
+        bank_clips=args.bank_clips, generations=args.generations, population=args.population,
+        rollouts=args.rollouts, sigma=args.sigma, dream_max_steps=args.dream_max_steps,
+        temperature=args.temperature, seed=args.seed, time_limit_min=args.time_limit,
+    )  # fmt: skip

@@ -1,0 +1,196 @@
+"""Publish one round of an ``elworld loop`` into a checkpoint root, with its provenance.
+
+``publish_round`` copies round N's refit world and agent (memory, episode-end
+model, start bank, control) into a root such as ``checkpoints/``, each folder
+swapped in atomically, and writes into every copied ``training_info.json`` and
+model card what made it:
+
+- ``"loop"``: the loop's command (:func:`loop_command`, rebuilt from the saved
+  settings, so ``elworld loop`` with it remakes the round), the round, where
+  the checkpoint came from;
+- ``"lineage"``: the commands that made its ancestors, oldest first: the root
+  world's own training command, then each earlier round's refit;
+- ``"recordings"``: every recording set the world's data mixed, read from the
+  episodes' own sidecars (folder, policy, seeds, episodes, steps).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from elworld import checkpoint
+from elworld.atomic import atomic_write
+from elworld.data.episodes import find_episodes
+from elworld.loop.rounds import STATE_FILE, LoopConfig, round_dir
+
+logger = logging.getLogger(__name__)
+
+PUBLISHED_KINDS = ("memory", "end", "control")
+START_FRAMES = "start_frames.npz"
+# LoopConfig fields that do not change what a round makes (or have no flag).
+_NOT_IN_COMMAND = {"time_limit_min", "resume", "extra_control_args", "scenario"}
+# Control arguments a loop may pass that choose the machine, not the recipe (recorded apart).
+_MACHINE_FLAGS = {"--device", "--precision"}
+
+
+def _flag(name: str) -> str:
+    return "--" + {"cache_dir": "cache-dir"}.get(name, name.replace("_", "-"))
+
+
+def loop_command(config: dict[str, Any], rounds: int) -> str:
+    """The ``elworld loop`` command that makes ``rounds`` rounds with ``config``'s settings
+    (``OUT/loop.json``'s "config"): every setting that differs from the default, plus the
+    folders and ``--rounds``."""
+    defaults = {f.name: f.default for f in fields(LoopConfig) if f.name not in ("out", "world", "data")}
+    extra = [w for w in config.get("extra_control_args") or [] if w.startswith("--")]
+    if set(extra) - _MACHINE_FLAGS:
+        raise ValueError(
+            f"the loop passed control arguments {config['extra_control_args']} that "
+            "`elworld loop` has no flag for: its command cannot be rebuilt"
+        )
+    words = ["elworld", "loop", "--out", str(config["out"]), "--world", str(config["world"]),
+             "--data", str(config["data"])]  # fmt: skip
+    if config.get("scenario", "take_cover") != "take_cover":
+        words += ["--real", f"doom:{config['scenario']}"]
+    for name, default in defaults.items():
+        if name in _NOT_IN_COMMAND or name == "rounds":
+            continue
+        value = config.get(name, default)
+        if value is not None and value != default:
+            words += [_flag(name), str(value)]
+    words += ["--rounds", str(rounds)]
+    return " ".join(words)
+
+
+def recording_sets(folders: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+    """The recording sets behind ``folders`` (links resolved): one entry per real folder and
+    policy, with its seeds, episode and step counts, read from each episode's sidecar."""
+    sets: dict[tuple[str, str], dict[str, Any]] = {}
+    for folder in folders:
+        for path in find_episodes(folder):
+            real = Path(os.path.realpath(path))
+            side = real.with_suffix(".json")
+            meta = json.loads(side.read_text()) if side.is_file() else {}
+            key = (_shown(real.parent), str(meta.get("policy", "unknown")))
+            entry = sets.setdefault(key, {"folder": key[0], "policy": key[1], "episodes": 0,
+                                          "steps": 0, "seeds": []})  # fmt: skip
+            entry["episodes"] += 1
+            entry["steps"] += int(meta.get("steps", 0))
+            if meta.get("seed") is not None:
+                entry["seeds"].append(int(meta["seed"]))
+            for name in ("agent", "explore", "scenario", "frame_skip"):
+                if name in meta:
+                    entry.setdefault(name, meta[name])
+    out = []
+    for entry in sets.values():
+        seeds = sorted(entry.pop("seeds"))
+        entry["seeds"] = _ranges(seeds)
+        out.append(entry)
+    return out
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder where it lies below it (cards stay portable)."""
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _ranges(values: list[int]) -> list[list[int]]:
+    """``[1, 2, 3, 7]`` -> ``[[1, 3], [7, 7]]``."""
+    ranges: list[list[int]] = []
+    for value in values:
+        if ranges and value == ranges[-1][1] + 1:
+            ranges[-1][1] = value
+        elif not ranges or value != ranges[-1][1]:
+            ranges.append([value, value])
+    return ranges
+
+
+def _info(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / checkpoint.TRAINING_INFO_FILE).read_text())
+
+
+def _lineage(config: dict[str, Any], kind: str, index: int) -> list[dict[str, Any]]:
+    """Ancestors of round ``index``'s ``kind``, oldest first: the starting world's own
+    lineage and command, then rounds 1 .. index-1."""
+    root = checkpoint.best_model_dir(config["world"], kind)
+    info = _info(root)
+    chain = [*info.get("lineage", []), {"command": info.get("command"), "checkpoint": str(root),
+                                        "fingerprint": checkpoint.checkpoint_fingerprint(root)}]  # fmt: skip
+    for r in range(1, index):
+        folder = checkpoint.best_model_dir(round_dir(Path(config["out"]), r), kind)
+        chain.append({"command": _info(folder).get("command"), "checkpoint": str(folder),
+                      "fingerprint": checkpoint.checkpoint_fingerprint(folder)})  # fmt: skip
+    return chain
+
+
+def _card_section(loop: dict[str, Any], lineage: list[dict[str, Any]],
+                  recordings: list[dict[str, Any]]) -> str:  # fmt: skip
+    lines = ["", "## Made by `elworld loop`", "",
+             f"Round {loop['round']} of `{loop['command']}`, copied from `{loop['from']}` by "
+             f"`elworld loop --out {loop['out']} --publish {loop['round']} --to ROOT`.", "",
+             "Lineage (oldest first; each resumed or started from the one before):", ""]  # fmt: skip
+    lines += [f"{i}. `{step['command']}` ({step['checkpoint']})" for i, step in enumerate(lineage, 1)]
+    lines += ["", "Recordings in its data:", "",
+              "| folder | policy | episodes | steps | seeds |", "|---|---|---|---|---|"]  # fmt: skip
+    for entry in recordings:
+        seeds = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in entry["seeds"]) or "-"
+        policy = entry["policy"]
+        if "explore" in entry:
+            policy += f" (agent `{entry.get('agent')}`, explore {entry['explore']})"
+        lines.append(f"| {entry['folder']} | {policy} | {entry['episodes']} | {entry['steps']} | {seeds} |")
+    return "\n".join(lines) + "\n"
+
+
+def publish_round(out: str | os.PathLike, index: int, to: str | os.PathLike) -> list[Path]:
+    """Copy round ``index`` of the loop in ``out`` into the checkpoint root ``to`` (see the
+    module docstring); return the folders and files written."""
+    out, to = Path(out), Path(to)
+    state_path = out / STATE_FILE
+    if not state_path.is_file():
+        raise FileNotFoundError(f"--out {out}: no loop state {state_path}")
+    state = json.loads(state_path.read_text())
+    if f"{index}:control" not in state["done"]:
+        done = sorted({int(k.split(":")[0]) for k in state["done"] if k.endswith(":control")})
+        raise ValueError(f"--publish {index}: round {index} of {out} has no finished agent "
+                         f"(rounds with one: {done or 'none'})")  # fmt: skip
+    config = state["config"]
+    source = round_dir(out, index)
+    loop = {"command": loop_command(config, index), "round": index, "out": str(out)}
+    if config.get("extra_control_args"):
+        loop["control_machine_args"] = list(config["extra_control_args"])
+    written = []
+    for kind in PUBLISHED_KINDS:
+        src = checkpoint.best_model_dir(source, kind)
+        if not src.is_dir():
+            if kind == "end":
+                continue  # a world without an episode-end model
+            raise FileNotFoundError(f"round {index} of {out} has no {kind} checkpoint {src}")
+        info = _info(src)
+        entry = {**loop, "from": str(src)}
+        lineage = _lineage(config, kind, index)
+        data = [info["data"]] if info.get("data") else []
+        recordings = recording_sets(data) if data else []
+        info.update(loop=entry, lineage=lineage)
+        if recordings:
+            info["recordings_mixed"] = recordings
+        card = (src / checkpoint.README_FILE).read_text() + _card_section(entry, lineage, recordings)
+        dst = checkpoint.best_model_dir(to, kind)
+        checkpoint.copy_checkpoint(src, dst, training_info=info, readme=card)
+        written.append(dst)
+        logger.info("published %s -> %s", src, dst)
+    bank = source / START_FRAMES
+    if bank.is_file():
+        target = to / START_FRAMES
+        atomic_write(target, lambda fp: shutil.copyfileobj(bank.open("rb"), fp))
+        written.append(target)
+    return written
