@@ -158,6 +158,12 @@ def register_train(models: argparse._SubParsersAction) -> None:
         "--hold", type=int, default=1,
         help="steps each decision is held, in the dream and in the real game (default: %(default)s)",
     )  # fmt: skip
+    group.add_argument(
+        "--memory-state", action="store_true",
+        help="the policy also reads the world's memory: the episode-end model's GRU state after "
+        "the frames and keys so far (World Models' controller read its RNN's state); needs a "
+        "world with an episode-end model",
+    )  # fmt: skip
     group = parser.add_argument_group(
         "fitness from the real game instead of the dream (the policy-class ceiling)"
     )
@@ -222,6 +228,7 @@ def run_train_control(args: argparse.Namespace) -> int:
         time_limit_min=args.time_limit,
         keep_last=args.keep_last or None, components=args.components, row_bands=args.row_bands,
         col_bands=args.col_bands, velocity=not args.no_velocity, hidden=args.hidden, hold=args.hold,
+        memory_state=args.memory_state,
         real=args.real, real_seed=args.real_seed, eval_episodes=args.eval_episodes,
         real_games=args.real_games, command=command_line(),
     )  # fmt: skip

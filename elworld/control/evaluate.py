@@ -192,7 +192,7 @@ def play_dream(
         if name == "agent":
             if agent is None:
                 raise ValueError("the agent policy needs an agent")
-            player = agent_policy(agent.policy.to(world.device), d)
+            player = agent_policy(agent.policy.to(world.device), d, world)
         else:
             player = NoKeyPolicy() if name == "none" else ScriptedPolicy(name, keys)
         bar = tqdm(

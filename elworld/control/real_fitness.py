@@ -77,6 +77,11 @@ def validation_seeds(episodes: int) -> list[int]:
 
 def check_real_config(cfg: ControlTrainConfig) -> None:
     """Raise ``ValueError`` naming the flag when a real-fitness setting is out of range."""
+    if cfg.memory_state:
+        raise ValueError(
+            "--memory-state with --real: the real-game trainer plays candidates on real tokens "
+            "without the episode-end model, so a policy that reads its state is dream-only here"
+        )
     for name, flag in (("eval_episodes", "--eval-episodes"), ("real_games", "--real-games")):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

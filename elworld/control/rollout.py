@@ -61,10 +61,27 @@ class RolloutResult:
 
 
 class CandidatesPolicy:
-    """Dream ``i`` is played by the policy with parameter row ``params[i]`` (CMA-ES candidates)."""
+    """Dream ``i`` is played by the policy with parameter row ``params[i]`` (CMA-ES candidates).
 
-    def __init__(self, policy: ControlPolicy, params: np.ndarray) -> None:
-        self.policy = policy
+    A policy that reads the world's memory (``memory_state``) gets each dream's
+    episode-end state from ``world`` (world slot = dream index, as in ``dream_rollouts``).
+    """
+
+    def __init__(
+        self, policy: ControlPolicy, params: np.ndarray, world: DreamWorld | None = None
+    ) -> None:
+        if policy.config.memory_state:
+            if world is None or world.end_state is None:
+                raise ValueError(
+                    "this policy reads the episode-end model's state: play it in a world with "
+                    "an episode-end model"
+                )
+            if world.end_state.shape[1] != policy.config.memory_state:
+                raise ValueError(
+                    f"the policy reads {policy.config.memory_state} state numbers, the world's "
+                    f"episode-end model has {world.end_state.shape[1]}"
+                )
+        self.policy, self.world = policy, world
         device = policy.token_table.device
         self.params = torch.as_tensor(np.asarray(params), dtype=torch.float32, device=device)
         self.previous: torch.Tensor | None = None
@@ -85,7 +102,11 @@ class CandidatesPolicy:
             self.previous[rows] = (
                 self.policy.frame_features(history[:, -2]) if history.shape[1] > 1 else current
             )
-        features = self.policy.features(current, self.previous[rows])
+        state = None
+        if self.policy.config.memory_state:  # what the world remembers of each dream so far
+            assert self.world is not None and self.world.end_state is not None
+            state = self.world.end_state[index].to(current.device)
+        features = self.policy.features(current, self.previous[rows], state)
         self.previous[rows] = current
         fresh = self.policy.batched_logits(features, self.params[rows]).argmax(dim=1)
         decide = self.held[rows] % self.policy.config.hold == 0  # hold = 1: every step
@@ -95,9 +116,11 @@ class CandidatesPolicy:
         return self.policy.actions(choice)
 
 
-def agent_policy(policy: ControlPolicy, n: int) -> CandidatesPolicy:
-    """The policy's own parameters in all ``n`` dreams."""
-    return CandidatesPolicy(policy, np.tile(policy.get_flat(), (n, 1)))
+def agent_policy(
+    policy: ControlPolicy, n: int, world: DreamWorld | None = None
+) -> CandidatesPolicy:
+    """The policy's own parameters in all ``n`` dreams (``world``: see ``CandidatesPolicy``)."""
+    return CandidatesPolicy(policy, np.tile(policy.get_flat(), (n, 1)), world)
 
 
 class NoKeyPolicy:

@@ -42,6 +42,7 @@ from elworld.control.world_info import (
     resolve_keys,
     resolve_world,
 )
+from elworld.model.end import EndConfig
 from elworld.model.policy import NO_KEY, ControlConfig, ControlPolicy, default_choices
 from elworld.model.vision import VisionConfig
 from elworld.world.dream import DreamWorld
@@ -89,6 +90,7 @@ class ControlTrainConfig:
     velocity: bool = True
     hidden: int = 0
     hold: int = 1
+    memory_state: bool = False  # the policy also reads the episode-end model's GRU state
     real: str | None = None  # "doom:take_cover": fitness from real games (control.real_fitness)
     real_seed: int = 300_000  # first game seed of real training episodes
     eval_episodes: int = 8  # real validation episodes (seeds 600000+) per evaluation
@@ -298,11 +300,19 @@ class _Run:
         vision = checkpoint.load_config(self.paths.vision, VisionConfig)
         keys = resolve_keys(self.world_info, self.cfg.keys)
         c = self.cfg
+        state = 0
+        if c.memory_state:
+            if self.paths.end is None:
+                raise ValueError(
+                    "--memory-state: the world has no episode-end model (ROOT/end/best_model) whose "
+                    "state the policy could read"
+                )
+            state = checkpoint.load_config(self.paths.end, EndConfig).hidden
         return ControlConfig(
             vocab_size=vision.codebook_size, grid_height=vision.grid_height,
             grid_width=vision.grid_width, components=c.components, row_bands=c.row_bands,
             col_bands=c.col_bands, velocity=c.velocity, hidden=c.hidden, hold=c.hold,
-            choices=default_choices(keys),
+            choices=default_choices(keys), memory_state=state,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ steps
@@ -317,7 +327,7 @@ class _Run:
         params = np.repeat(candidates, cfg.rollouts, axis=0)  # (P * R, n): dream c*R + r
         result = play(
             self.world, np.tile(starts, len(candidates)),
-            lambda n, low: CandidatesPolicy(self.policy, params[low : low + n]),
+            lambda n, low: CandidatesPolicy(self.policy, params[low : low + n], self.world),
             max_steps=self.max_steps, seed=int(rng.integers(2**62)), floor=cfg.survival_floor,
         )  # fmt: skip
         fitness = result.expected_returns.reshape(len(candidates), cfg.rollouts).mean(axis=1)
@@ -334,7 +344,7 @@ class _Run:
         self.policy.set_flat(self.cma.mean)
         starts = np.repeat(self.heldout_starts, self.cfg.eval_rollouts)
         result = play(
-            self.world, starts, lambda n, low: agent_policy(self.policy, n),
+            self.world, starts, lambda n, low: agent_policy(self.policy, n, self.world),
             max_steps=self.max_steps, seed=self.cfg.seed + HELDOUT_SEED_OFFSET,
         )  # fmt: skip
         self.dream_steps += result.steps

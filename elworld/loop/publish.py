@@ -48,7 +48,8 @@ def loop_command(config: dict[str, Any], rounds: int) -> str:
     """The ``elworld loop`` command that makes ``rounds`` rounds with ``config``'s settings
     (``OUT/loop.json``'s "config"): every setting that differs from the default, plus the
     folders and ``--rounds``."""
-    defaults = {f.name: f.default for f in fields(LoopConfig) if f.name not in ("out", "world", "data")}
+    required = ("out", "world", "data")
+    defaults = {f.name: f.default for f in fields(LoopConfig) if f.name not in required}
     extra = [w for w in config.get("extra_control_args") or [] if w.startswith("--")]
     if set(extra) - _MACHINE_FLAGS:
         raise ValueError(
@@ -139,7 +140,9 @@ def _card_section(loop: dict[str, Any], lineage: list[dict[str, Any]],
              f"Round {loop['round']} of `{loop['command']}`, copied from `{loop['from']}` by "
              f"`elworld loop --out {loop['out']} --publish {loop['round']} --to ROOT`.", "",
              "Lineage (oldest first; each resumed or started from the one before):", ""]  # fmt: skip
-    lines += [f"{i}. `{step['command']}` ({step['checkpoint']})" for i, step in enumerate(lineage, 1)]
+    lines += [
+        f"{i}. `{step['command']}` ({step['checkpoint']})" for i, step in enumerate(lineage, 1)
+    ]
     lines += ["", "Recordings in its data:", "",
               "| folder | policy | episodes | steps | seeds |", "|---|---|---|---|---|"]  # fmt: skip
     for entry in recordings:
@@ -147,7 +150,9 @@ def _card_section(loop: dict[str, Any], lineage: list[dict[str, Any]],
         policy = entry["policy"]
         if "explore" in entry:
             policy += f" (agent `{entry.get('agent')}`, explore {entry['explore']})"
-        lines.append(f"| {entry['folder']} | {policy} | {entry['episodes']} | {entry['steps']} | {seeds} |")
+        lines.append(
+            f"| {entry['folder']} | {policy} | {entry['episodes']} | {entry['steps']} | {seeds} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -183,7 +188,9 @@ def publish_round(out: str | os.PathLike, index: int, to: str | os.PathLike) -> 
         info.update(loop=entry, lineage=lineage)
         if recordings:
             info["recordings_mixed"] = recordings
-        card = (src / checkpoint.README_FILE).read_text() + _card_section(entry, lineage, recordings)
+        card = (src / checkpoint.README_FILE).read_text() + _card_section(
+            entry, lineage, recordings
+        )
         dst = checkpoint.best_model_dir(to, kind)
         checkpoint.copy_checkpoint(src, dst, training_info=info, readme=card)
         written.append(dst)

@@ -11,6 +11,12 @@ Features (no learning; fixed when training starts):
    the default keeps 8 column bands and 2 row bands.
 3. Standardised with the start frames' mean and std; with ``velocity`` the
    change since the previous frame is appended (fireballs grow as they come).
+4. With ``memory_state = H`` the world's own memory is appended: the
+   episode-end model's GRU state (``H`` numbers in [-1, 1]) after the frames
+   and keys so far, as World Models' controller read its RNN's state. It holds
+   what two frames cannot show (how many hits came before); the dream keeps it
+   per dream (``DreamWorld.end_state``) and ``Agent`` runs the same model on
+   real frames.
 
 The head is linear (``hidden=0``, as World Models' controller) or a one-layer
 tanh MLP, and the action is the argmax over ``choices`` (e.g. none / left /
@@ -70,6 +76,7 @@ class ControlConfig:
     velocity: bool = True  # append the change since the previous frame
     hidden: int = 0  # 0: linear head; else a tanh layer of this width
     hold: int = 1  # steps each decision is held (1: decide every step)
+    memory_state: int = 0  # inputs from the episode-end model's GRU state (0: none)
     choices: tuple[str, ...] = ("none", "left", "right")
     action_dim: int = NUM_KEYS
 
@@ -87,6 +94,8 @@ class ControlConfig:
             raise ValueError(f"hidden must be an int >= 0, got {self.hidden!r}")
         if isinstance(self.hold, bool) or not isinstance(self.hold, int) or self.hold < 1:
             raise ValueError(f"hold must be a positive int, got {self.hold!r}")
+        if isinstance(self.memory_state, bool) or not isinstance(self.memory_state, int) or self.memory_state < 0:  # fmt: skip
+            raise ValueError(f"memory_state must be an int >= 0, got {self.memory_state!r}")
         self.choices = tuple(self.choices)
         if len(self.choices) < 2 or len(set(self.choices)) != len(self.choices):
             raise ValueError(f"choices must be at least 2 distinct entries, got {self.choices}")
@@ -101,7 +110,7 @@ class ControlConfig:
     @property
     def num_features(self) -> int:
         """Inputs of the head."""
-        return self.frame_features * (2 if self.velocity else 1)
+        return self.frame_features * (2 if self.velocity else 1) + self.memory_state
 
     @property
     def num_params(self) -> int:
@@ -189,12 +198,27 @@ class ControlPolicy(nn.Module):
             )
         return (self._pooled(tokens) - self.feature_mean) / self.feature_std
 
-    def features(self, current: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
-        """Head inputs ``(N, num_features)`` from this and the previous frame's features."""
-        if not self.config.velocity:
-            return current
-        delta = torch.zeros_like(current) if previous is None else current - previous
-        return torch.cat([current, delta], dim=1)
+    def features(
+        self,
+        current: torch.Tensor,
+        previous: torch.Tensor | None,
+        memory_state: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Head inputs ``(N, num_features)`` from this and the previous frame's features and,
+        when the policy reads it, the world's memory state ``(N, memory_state)``."""
+        c = self.config
+        parts = [current]
+        if c.velocity:
+            parts.append(torch.zeros_like(current) if previous is None else current - previous)
+        if c.memory_state:
+            if memory_state is None or tuple(memory_state.shape) != (len(current), c.memory_state):
+                got = None if memory_state is None else tuple(memory_state.shape)
+                raise ValueError(
+                    f"this policy reads the episode-end model's state, shape ({len(current)}, "
+                    f"{c.memory_state}); got {got}"
+                )
+            parts.append(memory_state.to(current.dtype))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else current
 
     # -------------------------------------------------------------- parameters
     def get_flat(self) -> np.ndarray:
