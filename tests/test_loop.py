@@ -162,6 +162,15 @@ def _check_publish(world: dict, out: Path, root: Path) -> None:
 
     Agent.from_checkpoint(checkpoint.best_model_dir(root, "control"), checkpoints=root)  # its world
 
+    # Published into the loop's own starting world, twice: the lineage still starts there.
+    first = json.loads((checkpoint.best_model_dir(root, "memory") / "training_info.json").read_text())
+    for _ in range(2):
+        publish_round(out, 1, world["world"])
+        info = json.loads(
+            (checkpoint.best_model_dir(world["world"], "memory") / "training_info.json").read_text()
+        )
+        assert info["lineage"] == first["lineage"]
+
 
 def test_rounds_table_lists_every_round() -> None:
     rows = [

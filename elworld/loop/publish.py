@@ -98,11 +98,20 @@ def recording_sets(folders: Iterable[str | os.PathLike]) -> list[dict[str, Any]]
 
 
 def _shown(path: Path) -> str:
-    """``path`` relative to the working folder where it lies below it (cards stay portable)."""
-    try:
-        return str(path.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    """``path`` relative to the working folder where it lies below it, or below one of its
+    linked folders (``data -> /big/disk/data``), so cards stay portable."""
+    cwd = Path.cwd()
+    roots = [(Path(), cwd.resolve())] + [
+        (entry.relative_to(cwd), entry.resolve())
+        for entry in sorted(cwd.iterdir())
+        if entry.is_symlink() and entry.is_dir()
+    ]
+    for shown, real in roots:
+        try:
+            return str(shown / path.relative_to(real))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def _ranges(values: list[int]) -> list[list[int]]:
@@ -125,10 +134,16 @@ def _lineage(config: dict[str, Any], kind: str, index: int) -> list[dict[str, An
     lineage and command, then rounds 1 .. index-1."""
     root = checkpoint.best_model_dir(config["world"], kind)
     info = _info(root)
-    chain = [*info.get("lineage", []), {"command": info.get("command"), "checkpoint": str(root),
-                                        "fingerprint": checkpoint.checkpoint_fingerprint(root)}]  # fmt: skip
+    out = Path(config["out"])
+    if (info.get("loop") or {}).get("out") == str(out):
+        # The starting world now holds a round of this very loop (published into --world):
+        # its own lineage still names the starting world's ancestors.
+        chain = [s for s in info["lineage"] if not Path(s["checkpoint"]).is_relative_to(out)]
+    else:
+        chain = [*info.get("lineage", []), {"command": info.get("command"), "checkpoint": str(root),
+                                            "fingerprint": checkpoint.checkpoint_fingerprint(root)}]  # fmt: skip
     for r in range(1, index):
-        folder = checkpoint.best_model_dir(round_dir(Path(config["out"]), r), kind)
+        folder = checkpoint.best_model_dir(round_dir(out, r), kind)
         chain.append({"command": _info(folder).get("command"), "checkpoint": str(folder),
                       "fingerprint": checkpoint.checkpoint_fingerprint(folder)})  # fmt: skip
     return chain
