@@ -156,7 +156,9 @@ def _card_section(loop: dict[str, Any], lineage: list[dict[str, Any]],
              f"`elworld loop --out {loop['out']} --publish {loop['round']} --to ROOT`.", "",
              "Lineage (oldest first; each resumed or started from the one before):", ""]  # fmt: skip
     lines += [
-        f"{i}. `{step['command']}` ({step['checkpoint']})" for i, step in enumerate(lineage, 1)
+        f"{i}. `{step['command']}` (then {step['checkpoint']}, fingerprint "
+        f"{str(step.get('fingerprint'))[:12]})"
+        for i, step in enumerate(lineage, 1)
     ]
     lines += ["", "Recordings in its data:", "",
               "| folder | policy | episodes | steps | seeds |", "|---|---|---|---|---|"]  # fmt: skip
