@@ -342,17 +342,19 @@ def test_gym_make_without_prior_import(tiny_checkpoints: Path) -> None:
 def test_bundled_demo_checkpoint_dreams() -> None:
     """The demo world in the repository loads and dreams take_cover as recorded.
 
-    Argmax decoding from one start: the view stays put with no key and moves
-    with left or right (apart), each step pays what take_cover pays at frame
-    skip 4 (4 tics survived), and the bundled episode-end model gives a small
-    hazard at the start of an episode.
+    Argmax decoding from one still start (the bank's first real frame, repeated,
+    so nothing is sliding or dying yet): the view stays put with no key and
+    moves with left or right (apart), each step pays what take_cover pays at
+    frame skip 4 (4 tics survived), and the bundled episode-end model gives a
+    small hazard at the start of an episode.
     """
     env = gym.make(ENV_ID, temperature=0.0, precision="fp32")  # the bundled checkpoints/
     world = env.unwrapped.world
     assert world.end_model is not None and world.recordings["frame_skip"] == 4
+    frame = np.load(REPO / "checkpoints" / "start_frames.npz")["obs"][0]
     last = {}
     for name in ("left", "right", None):
-        obs, _ = env.reset(seed=0)
+        obs, _ = env.reset(seed=0, options={"observation": frame})
         start = obs
         assert obs.shape == (192, 256, 3) and obs.dtype == np.uint8
         action = np.zeros(NUM_KEYS, np.uint8)
