@@ -63,6 +63,8 @@ def test_judge_table_from_known_lengths() -> None:
     report = build_report(real, dream, {})
     assert report["length_ratio"] == pytest.approx({"none": 1.0, "left": 60 / 46, "random": 1.0})
     assert report["lengths_within_25pct"] == {"none": True, "left": False, "random": True}
+    # one policy 60/46 too long, two right: exp(mean |log ratio|) = (60/46) ** (1/3)
+    assert report["length_factor_off"] == pytest.approx((60 / 46) ** (1 / 3))
     # real order random > left > none; dream random > left > none: the same ranks
     assert report["ranking"]["spearman"] == pytest.approx(1.0)
     assert report["ranking"]["spearman_met"] is True
@@ -73,6 +75,10 @@ def test_judge_table_from_known_lengths() -> None:
     dream["none"] = _entry([200, 200])  # the dream ranks "none" first: rho = -0.5
     report = build_report(real, dream, {})
     assert report["ranking"]["spearman"] == pytest.approx(-0.5)
+    # too short counts as much as too long: 45 real / 200 dream, 46 / 51, 90 / 90
+    assert report["length_factor_off"] == pytest.approx(
+        math.exp((math.log(200 / 45) + math.log(51 / 46)) / 3)
+    )
     assert not report["ranking"]["spearman_met"] and not report["judge_met"]
 
 
@@ -84,3 +90,4 @@ def test_judge_verdict_in_the_markdown() -> None:
     text = markdown_report(build_report(real, dream, facts))
     assert "Spearman 1.00" in text
     assert "2 of 2 policies' dream lengths within 25%" in text and "met." in text
+    assert f"off by a factor of {(80 / 79) ** 0.5 * (41 / 40) ** 0.5:.2f}" in text

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,6 +285,11 @@ def build_report(
         report["lengths_within_25pct"] = {
             n: bool(abs(r - 1) <= LENGTH_TOLERANCE) for n, r in ratios.items()
         }
+        # How far off the lengths are as one figure: the geometric mean of each policy's
+        # factor max(r, 1 / r) (1.0 = every length right; 2.0 = off by 2x on average).
+        report["length_factor_off"] = float(
+            math.exp(np.mean([abs(math.log(max(r, 1e-9))) for r in ratios.values()]))
+        )
         report["judge_met"] = bool(
             all(report["lengths_within_25pct"].values()) and report["ranking"]["spearman_met"]
         )
@@ -337,7 +343,9 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"The dream as a judge: {sum(report['lengths_within_25pct'].values())} of "
             f"{len(report['lengths_within_25pct'])} policies' dream lengths within "
             f"{LENGTH_TOLERANCE:.0%} of the real ones"
-            + (", and Spearman met: met." if report["judge_met"] else ": not met."),
+            + (", and Spearman met: met." if report["judge_met"] else ": not met.")
+            + f" On average (geometric) a dream length is off by a factor of "
+            f"{report['length_factor_off']:.2f}.",
             "",
         ]
     if str(report.get("real_env", "")).partition(":")[2] == "take_cover":  # its reference only
