@@ -75,7 +75,7 @@ def test_judge_table_from_known_lengths() -> None:
     dream["none"] = _entry([200, 200])  # the dream ranks "none" first: rho = -0.5
     report = build_report(real, dream, {})
     assert report["ranking"]["spearman"] == pytest.approx(-0.5)
-    # too short counts as much as too long: 45 real / 200 dream, 46 / 51, 90 / 90
+    # two policies too long (45 real / 200 dream, 46 / 51), one right (90 / 90)
     assert report["length_factor_off"] == pytest.approx(
         math.exp((math.log(200 / 45) + math.log(51 / 46)) / 3)
     )
@@ -90,4 +90,5 @@ def test_judge_verdict_in_the_markdown() -> None:
     text = markdown_report(build_report(real, dream, facts))
     assert "Spearman 1.00" in text
     assert "2 of 2 policies' dream lengths within 25%" in text and "met." in text
+    # "random" is too short (79 for 80): it counts as much as too long
     assert f"off by a factor of {(80 / 79) ** 0.5 * (41 / 40) ** 0.5:.2f}" in text
