@@ -168,3 +168,38 @@ def test_demo_without_a_display_writes_a_video(
     assert capsys.readouterr().out.strip() == str(out)
     frames = read_mp4(tmp_path / out)
     assert len(frames) == 4 + 1 and frames[0].shape == (2 * FRAME, 2 * FRAME, 3)
+
+
+def test_demo_and_rollout_pass_guidance_and_precision_to_the_dream(
+    tiny_checkpoints: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import elworld.play.cli as play_cli
+
+    worlds = []
+
+    def recording_env(*args, **kwargs):
+        env = make_dream_env(*args, **kwargs)
+        worlds.append(env.unwrapped.world)
+        return env
+
+    monkeypatch.setattr(play_cli, "make_dream_env", recording_env)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    out = tmp_path / "one_pass.mp4"
+    demo = ["demo", "--checkpoints", str(tiny_checkpoints), "--steps", "2", "--out", str(out)]
+    assert main([*demo, "--guidance", "1", "--precision", "fp32"]) == 0
+    roll = ["rollout", "--checkpoints", str(tiny_checkpoints), "--steps", "2"]
+    assert main([*roll, "--out", str(out), "--precision", "bf16"]) == 0
+    assert [(w.guidance, w.precision) for w in worlds][0] == (1.0, "fp32")
+    assert worlds[1].precision == "bf16"
+    assert len(read_mp4(out)) == 2 + 1
+    # The tiny world has no unconditional pass (no action dropout), so a guided dream is refused
+    assert main([*roll, "--out", str(out), "--guidance", "2"]) == 1
+    assert (
+        "guidance=2.0 needs a memory model trained with action_dropout" in capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        main([*roll, "--guidance", "0"])
+    with pytest.raises(SystemExit):
+        main([*roll, "--precision", "fp16"])

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from elworld.checkpoint import CheckpointError
+from elworld.model.common import PRECISIONS
 from elworld.play.dream import make_dream_env
 from elworld.play.policies import DEFAULT_POLICY_KEYS, POLICY_NAMES
 
@@ -84,6 +85,25 @@ def _add_dream_args(parser: argparse.ArgumentParser, seed: int | None) -> None:
         help=f"seed of the start frame and the sampling (default: {seed})",
     )
     parser.add_argument("--device", help="torch device (default: CUDA when available, else CPU)")
+    add_speed_args(parser)
+
+
+def add_speed_args(parser: argparse.ArgumentParser) -> None:
+    """``--guidance`` and ``--precision``: how much work each dream step does."""
+    parser.add_argument(
+        "--guidance",
+        type=_positive_float,
+        default=None,
+        help="classifier-free guidance on the keys; 1 runs one memory pass per step, twice "
+        "as fast as the pair a scale > 1 needs (default: the world's recommended scale)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="the memory model's passes: auto (bf16 where the CPU or GPU runs it natively, "
+        "else fp32), bf16 or fp32 (default: auto)",
+    )
 
 
 def play(
@@ -99,6 +119,8 @@ def play(
     record_dir: str | os.PathLike[str] = "outputs",
     max_frames: int | None = None,
     screenshot: str | os.PathLike[str] | None = None,
+    guidance: float | None = None,
+    precision: str = "auto",
 ) -> dict[str, float]:
     """Play the dream in a window until quit (or ``max_frames``); return ``PlaySession.stats()``.
 
@@ -106,6 +128,7 @@ def play(
     wide). ``fps`` defaults to the world's rate (``metadata["render_fps"]``: the
     recordings' steps per second), and ``compare`` runs the real game at the
     world's frame skip. ``screenshot`` saves the window as a PNG when the session ends.
+    ``guidance`` and ``precision`` choose each step's work (``make_dream_env``).
     """
     from elworld.play.window import PlayConfig, PlaySession
 
@@ -122,7 +145,11 @@ def play(
         from elworld.play.compare_doom import make_real_env, parse_compare_spec
 
         parse_compare_spec(compare)  # fail before loading the models
-    env = make_dream_env(checkpoints, temperature=temperature, top_k=top_k, device=device)
+    env = make_dream_env(
+        checkpoints, temperature=temperature, top_k=top_k, device=device, guidance=guidance,
+        precision=precision,
+    )  # fmt: skip
+    world_guidance = float(env.unwrapped.world.guidance)
     fps = fps or float(env.metadata["render_fps"])
     config = PlayConfig(scale=scale, fps=fps, seed=seed, record_dir=Path(record_dir))
     try:
@@ -145,6 +172,11 @@ def play(
         stats["frames"], stats["seconds"], stats["fps"], fps, stats["step_ms_p50"],
         stats["step_ms_p95"],
     )  # fmt: skip
+    if stats["fps"] < 0.95 * fps and world_guidance > 1:
+        logger.warning(
+            "the dream fell behind %g FPS at guidance %g (two memory passes per step): "
+            "--guidance 1 runs one pass per step, about twice as fast", fps, world_guidance,
+        )  # fmt: skip
     return stats
 
 
@@ -163,6 +195,8 @@ def rollout(
     temperature: float = 1.0,
     top_k: int | None = None,
     device: str | None = None,
+    guidance: float | None = None,
+    precision: str = "auto",
 ) -> Path:
     """Write a headless dream to ``out`` (``.mp4``/``.gif``) and return its path.
 
@@ -185,7 +219,7 @@ def rollout(
         limit = inspect_episode(compare).num_frames
         env = make_dream_env(
             checkpoints, temperature=temperature, top_k=top_k, device=device,
-            max_episode_steps=limit,
+            max_episode_steps=limit, guidance=guidance, precision=precision,
         )  # fmt: skip
         fps = fps or float(env.metadata["render_fps"])
         try:
@@ -194,8 +228,9 @@ def rollout(
             env.close()
     steps = DEFAULT_ROLLOUT_STEPS if steps is None else steps
     env = make_dream_env(
-        checkpoints, temperature=temperature, top_k=top_k, device=device, max_episode_steps=steps
-    )
+        checkpoints, temperature=temperature, top_k=top_k, device=device,
+        max_episode_steps=steps, guidance=guidance, precision=precision,
+    )  # fmt: skip
     if policy_keys is None and policy != "keys":
         policy_keys = world_policy_keys(env.unwrapped.world.recordings)
     agent = make_policy(
@@ -244,6 +279,7 @@ def _run_play(args: argparse.Namespace) -> int:
             args.checkpoints, scale=args.scale, fps=args.fps, temperature=args.temperature,
             top_k=args.top_k, seed=args.seed, device=args.device, compare=args.compare,
             record_dir=args.record_dir, max_frames=args.max_frames, screenshot=args.screenshot,
+            guidance=args.guidance, precision=args.precision,
         )  # fmt: skip
     except USER_ERRORS as error:
         return _fail(error)
@@ -258,7 +294,7 @@ def _run_rollout(args: argparse.Namespace) -> int:
             policy_keys=tuple(args.policy_keys.split(",")) if args.policy_keys else None,
             compare=args.compare, seed=args.seed,
             fps=args.fps, scale=args.scale, temperature=args.temperature, top_k=args.top_k,
-            device=args.device,
+            device=args.device, guidance=args.guidance, precision=args.precision,
         )  # fmt: skip
     except USER_ERRORS as error:
         return _fail(error)
@@ -268,12 +304,16 @@ def _run_rollout(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     try:
         if not args.headless and has_display():
-            play(args.checkpoints, seed=args.seed, device=args.device)
+            play(
+                args.checkpoints, seed=args.seed, device=args.device, guidance=args.guidance,
+                precision=args.precision,
+            )  # fmt: skip
             return 0
         logger.info("no display: writing a rollout video instead of opening a window")
         path = rollout(
-            args.out, args.checkpoints, steps=args.steps, seed=args.seed, device=args.device
-        )
+            args.out, args.checkpoints, steps=args.steps, seed=args.seed, device=args.device,
+            guidance=args.guidance, precision=args.precision,
+        )  # fmt: skip
     except USER_ERRORS as error:
         return _fail(error)
     print(path)
@@ -398,6 +438,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     demo_parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     demo_parser.add_argument("--device", help="torch device (default: CUDA when available)")
+    add_speed_args(demo_parser)
     demo_parser.add_argument(
         "--headless", action="store_true", help="write the video even if a display exists"
     )

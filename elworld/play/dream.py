@@ -29,12 +29,16 @@ def make_dream_env(
     max_episode_steps: int | None = None,
     render_mode: str | None = None,
     start_observations: str | os.PathLike[str] | np.ndarray | None = None,
+    guidance: float | None = None,
+    precision: str = "auto",
 ) -> gym.Env:
     """An ``ElWorldDream-v0`` env with rgb observations.
 
     ``checkpoints`` is the root holding ``vision/best_model`` and
     ``memory/best_model`` (``None``: ``$ELWORLD_CHECKPOINTS``, else the bundled
     ``checkpoints/``). ``max_episode_steps=None`` keeps the registered limit.
+    ``guidance`` (``None``: the world's recommended scale; 1: one memory pass
+    per step) and ``precision`` (``"auto"``, ``"bf16"``, ``"fp32"``) go to the env.
     Errors from the env (a missing checkpoint, bad arguments) propagate.
     """
     import elworld_gym  # noqa: F401  (registers the env)
@@ -45,6 +49,8 @@ def make_dream_env(
         "top_k": top_k,
         "obs_type": "rgb",
         "render_mode": render_mode,
+        "guidance": guidance,
+        "precision": precision,
     }
     if device is not None:
         kwargs["device"] = device
