@@ -85,10 +85,10 @@ def _add_dream_args(parser: argparse.ArgumentParser, seed: int | None) -> None:
         help=f"seed of the start frame and the sampling (default: {seed})",
     )
     parser.add_argument("--device", help="torch device (default: CUDA when available, else CPU)")
-    add_speed_args(parser)
+    _add_speed_args(parser)
 
 
-def add_speed_args(parser: argparse.ArgumentParser) -> None:
+def _add_speed_args(parser: argparse.ArgumentParser) -> None:
     """``--guidance`` and ``--precision``: how much work each dream step does."""
     parser.add_argument(
         "--guidance",
@@ -438,7 +438,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     demo_parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     demo_parser.add_argument("--device", help="torch device (default: CUDA when available)")
-    add_speed_args(demo_parser)
+    _add_speed_args(demo_parser)
     demo_parser.add_argument(
         "--headless", action="store_true", help="write the video even if a display exists"
     )
