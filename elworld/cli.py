@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "elworld.data.cli",  # data info
     "elworld.record.cli",  # collect, record
     "elworld.train.cli",  # train vision|memory
+    "elworld.train.publish",  # publish
     "elworld.checkpoint.migration",  # migrate-checkpoints
     "elworld.eval.cli",  # eval
     "elworld.control.cli",  # eval control (parser "eval-control", see NESTED_COMMANDS)

@@ -163,6 +163,8 @@ def test_init_from_starts_cma_es_at_the_previous_agent_in_another_world(
     for name, value in previous.state_dict().items():  # features as fitted before, not refitted
         assert torch.equal(run.policy.state_dict()[name], value), name
     assert run.policy.config == previous.config
+    assert run.started_from == {"flag": "--init-from", "checkpoint": str(source),
+                                "fingerprint": checkpoint.checkpoint_fingerprint(source)}  # fmt: skip
     with pytest.raises(ValueError, match="not both"):
         ControlTrainConfig(out=tmp_path, resume=True, init_from=source)
 

@@ -52,7 +52,7 @@ def _loop_settings(command: str) -> dict:
 
 def _readme_train_commands() -> dict[str, list[str]]:
     """Every ``elworld train KIND ...`` line of the README's bash blocks, by kind (``elworld loop``
-    lines under "loop"), but for the section on a world of one's own game (its commands are a
+    lines under "loop", ``elworld publish`` lines under "publish"), but for the section on a world of one's own game (its commands are a
     template, not the bundle's recipe)."""
     sections = (REPO / "README.md").read_text().split("\n## ")
     recipe = "\n".join(s for s in sections if not s.startswith("Make a world of your own game"))
@@ -64,6 +64,8 @@ def _readme_train_commands() -> dict[str, list[str]]:
                 found.setdefault(line.split()[2], []).append(line)
             elif line.startswith("elworld loop "):
                 found.setdefault("loop", []).append(line)
+            elif line.startswith("elworld publish "):
+                found.setdefault("publish", []).append(line)
     return found
 
 
@@ -90,23 +92,38 @@ def test_each_card_shows_the_command_and_data_its_training_info_records(kind: st
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_readme_recipe_runs_the_recorded_command(kind: str) -> None:
-    """Same options as the checkpoint's own command; only --out (where it writes) may differ.
+    """Every run behind the checkpoint is in the README: same options, only --out may differ.
 
-    A checkpoint published from a loop round (``elworld loop --publish``) was made by the
-    first command of its lineage and then the loop: the README shows both."""
+    The runs are its lineage (oldest first), then its own. A run published from a loop round
+    (``elworld loop --publish``) shows as the loop's command and its publish line (the loop's
+    earlier rounds come with it); one published by ``elworld publish`` as its own ``elworld
+    train`` line and the publish line."""
     info = _info(kind)
-    commands = _readme_train_commands().get(kind, [])
-    assert len(commands) == 1, f"README: expected one `elworld train {kind}` line, got {commands}"
-    if "loop" in info:
-        lines = _readme_train_commands().get("loop", [])
-        runs = [_loop_settings(c) for c in lines if "--publish" not in c and "--resume" not in c]
-        assert _loop_settings(info["loop"]["command"]) in runs, (
-            f"README: no `elworld loop` line with the settings of {kind}'s {info['loop']['command']!r}"
+    found = _readme_train_commands()
+    recipe = [{k: v for k, v in _options(c).items() if k != "--out"} for c in found.get(kind, [])]
+    loops = [c for c in found.get("loop", []) if "--publish" not in c and "--resume" not in c]
+    loop_runs = [_loop_settings(c) for c in loops]
+    loop_outs: set[str] = set()
+    steps = [*info.get("lineage", []), {"command": info["command"], "loop": info.get("loop")}]
+    for step in steps:
+        loop = step.get("loop")
+        if loop:
+            assert _loop_settings(loop["command"]) in loop_runs, (
+                f"README: no `elworld loop` line with the settings of {kind}'s {loop['command']!r}"
+            )
+            publish = {"--out": loop["out"], "--publish": str(loop["round"]), "--to": "checkpoints"}
+            assert publish in [_options(c) for c in found.get("loop", [])], (
+                f"README: no `elworld loop --publish` line for {kind}"
+            )
+            loop_outs.add(loop["out"])
+        elif any(Path(step.get("checkpoint", "")).is_relative_to(out) for out in loop_outs):
+            continue  # an earlier round of a loop shown above
+        else:
+            recorded = {k: v for k, v in _options(step["command"]).items() if k != "--out"}
+            assert recorded in recipe, (
+                f"README: no `elworld train {kind}` line with the options of {step['command']!r}"
+            )
+    if info.get("published"):
+        assert info["published"]["command"] in found.get("publish", []), (
+            f"README: no `{info['published']['command']}` line for {kind}"
         )
-        publish = {"--out": info["loop"]["out"], "--publish": str(info["loop"]["round"]),
-                   "--to": "checkpoints"}  # fmt: skip
-        assert publish in [_options(c) for c in lines], f"README: no `elworld loop --publish` line for {kind}"
-        info = {"command": info["lineage"][0]["command"]}  # the recipe's own line made the root
-    recorded = {k: v for k, v in _options(info["command"]).items() if k != "--out"}
-    recipe = {k: v for k, v in _options(commands[0]).items() if k != "--out"}
-    assert recipe == recorded, f"README `elworld train {kind}` differs from its training_info.json"

@@ -162,6 +162,19 @@ def test_distill_from_starts_as_the_teacher_and_recommends_one_pass(
     assert info["sampling"]["distilled"] == {"teacher": str(teacher), "guidance": 3.0}
     assert "val_token_kl" in info["metrics"] and "val_token_ce" not in info["metrics"]
     assert checkpoint.recommended_guidance(student) == 1.0
+    assert info["started_from"] == {"flag": "--distill-from", "checkpoint": str(teacher),
+                                    "fingerprint": checkpoint.checkpoint_fingerprint(teacher)}  # fmt: skip
+
+    # Published over its own teacher, the student's lineage still names the teacher's run.
+    teacher_command = _info(teacher)["command"]
+    assert main(["publish", str(student), "--to", str(out)]) == 0
+    published = _info(teacher)  # the same folder, now holding the student
+    assert published["command"] == info["command"]
+    assert [step["command"] for step in published["lineage"]] == [teacher_command]
+    assert published["lineage"][0]["fingerprint"] == info["started_from"]["fingerprint"]
+    card = (teacher / "README.md").read_text()
+    assert f"`{teacher_command}`" in card and "## Published by `elworld publish`" in card
+    assert main(["publish", str(student), "--to", str(out)]) == 1  # its start is gone now
 
 
 def test_memory_with_misfit_vision_is_a_clear_error(

@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from elworld import checkpoint
+from elworld.checkpoint.lineage import start_record
 from elworld.control.cmaes_state import ask_population, cma_state, new_cma, restore_cma
 from elworld.control.rollout import CandidatesPolicy, RolloutResult, agent_policy, dream_rollouts
 from elworld.control.world_info import (
@@ -217,6 +218,13 @@ class _Run:
         self.dream_steps = 0
         resume_from = self._resume_checkpoint()
         policy_config = self._policy_config(resume_from)
+        # The checkpoint this run started from, fingerprinted before anything can replace it.
+        if cfg.init_from is not None:
+            self.started_from = start_record(cfg.init_from, "--init-from")
+        elif resume_from is not None:
+            self.started_from = checkpoint.read_training_info(resume_from).get("started_from")
+        else:
+            self.started_from = None
         self.max_steps = cfg.max_steps or default_max_steps(self.world_info.frame_skip)
         population = cfg.population
         state = (
@@ -393,6 +401,7 @@ class _Run:
         cfg, world = self.cfg, self.world_info
         return {
             "command": cfg.command,
+            **({"started_from": self.started_from} if self.started_from else {}),
             "kind": "control",
             "method": "CMA-ES (cmaes) on a linear policy over pooled codebook features"
             if self.policy.config.hidden == 0

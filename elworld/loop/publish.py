@@ -20,14 +20,13 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from elworld import checkpoint
 from elworld.atomic import atomic_write
-from elworld.data.episodes import find_episodes
+from elworld.data.episodes import recording_sets
 from elworld.loop.rounds import STATE_FILE, LoopConfig, round_dir
 
 logger = logging.getLogger(__name__)
@@ -68,61 +67,6 @@ def loop_command(config: dict[str, Any], rounds: int) -> str:
             words += [_flag(name), str(value)]
     words += ["--rounds", str(rounds)]
     return " ".join(words)
-
-
-def recording_sets(folders: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
-    """The recording sets behind ``folders`` (links resolved): one entry per real folder and
-    policy, with its seeds, episode and step counts, read from each episode's sidecar."""
-    sets: dict[tuple[str, str], dict[str, Any]] = {}
-    for folder in folders:
-        for path in find_episodes(folder):
-            real = Path(os.path.realpath(path))
-            side = real.with_suffix(".json")
-            meta = json.loads(side.read_text()) if side.is_file() else {}
-            key = (_shown(real.parent), str(meta.get("policy", "unknown")))
-            entry = sets.setdefault(key, {"folder": key[0], "policy": key[1], "episodes": 0,
-                                          "steps": 0, "seeds": []})  # fmt: skip
-            entry["episodes"] += 1
-            entry["steps"] += int(meta.get("steps", 0))
-            if meta.get("seed") is not None:
-                entry["seeds"].append(int(meta["seed"]))
-            for name in ("agent", "explore", "scenario", "frame_skip"):
-                if name in meta:
-                    entry.setdefault(name, meta[name])
-    out = []
-    for entry in sets.values():
-        seeds = sorted(entry.pop("seeds"))
-        entry["seeds"] = _ranges(seeds)
-        out.append(entry)
-    return out
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the working folder where it lies below it, or below one of its
-    linked folders (``data -> /big/disk/data``), so cards stay portable."""
-    cwd = Path.cwd()
-    roots = [(Path(), cwd.resolve())] + [
-        (entry.relative_to(cwd), entry.resolve())
-        for entry in sorted(cwd.iterdir())
-        if entry.is_symlink() and entry.is_dir()
-    ]
-    for shown, real in roots:
-        try:
-            return str(shown / path.relative_to(real))
-        except ValueError:
-            continue
-    return str(path)
-
-
-def _ranges(values: list[int]) -> list[list[int]]:
-    """``[1, 2, 3, 7]`` -> ``[[1, 3], [7, 7]]``."""
-    ranges: list[list[int]] = []
-    for value in values:
-        if ranges and value == ranges[-1][1] + 1:
-            ranges[-1][1] = value
-        elif not ranges or value != ranges[-1][1]:
-            ranges.append([value, value])
-    return ranges
 
 
 def _info(folder: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from elworld import checkpoint
+from elworld.checkpoint.lineage import start_record
 from elworld.cli_args import command_line
 from elworld.data import (
     FrameDataset,
@@ -549,7 +550,10 @@ def run_train_memory(args: argparse.Namespace) -> int:
             "vision_fingerprint": fingerprint,
         }
         if args.distill_from is not None:
+            info["started_from"] = start_record(args.distill_from, "--distill-from")
             info.update(_start_distillation(args, model, dist_info.device))
+        elif args.resume_from is not None:
+            info["started_from"] = start_record(args.resume_from, "--resume-from")
         else:
             info.update(_inherited_sampling(args))
         cfg = _train_config(

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from elworld.checkpoint.lineage import start_record
 from elworld.cli_args import add_fit_arguments, add_small_model_arguments, command_line
 from elworld.data import build_token_cache, find_episodes, load_tokens, read_labels, split_episodes
 from elworld.model.end import EndConfig, EndModel
@@ -326,6 +327,7 @@ def run_train_end(args: argparse.Namespace) -> int:
         "vision_checkpoint": str(args.vision),
         "vision_fingerprint": checkpoint_fingerprint(args.vision),
         "init_from": str(args.init_from) if args.init_from is not None else None,
+        **({"started_from": start_record(args.init_from, "--init-from")} if args.init_from else {}),
         "config": asdict(config),
     }
     path = save_end_model(model, best_model_dir(args.out, "end"), info)
