@@ -24,6 +24,38 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
+# The precisions a run may ask for; elworld.model.common.PRECISIONS (tests keep them equal).
+PRECISION_CHOICES = ("auto", "bf16", "fp32")
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def add_dream_pass_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, precision: bool = True
+) -> None:
+    """``--guidance`` and (unless ``precision=False``) ``--precision``: how the memory model's
+    passes of each dream step run, shared by every command that steps a dream."""
+    parser.add_argument(
+        "--guidance", type=positive_float, default=None,
+        help="classifier-free guidance on the keys: 1 runs one memory pass per dream step, a "
+        "scale > 1 a pair (conditional and unconditional, batched; needs a memory model trained "
+        "with --action-dropout) (default: the world's recommended scale, from its memory "
+        "checkpoint's training_info.json, else 1)",
+    )  # fmt: skip
+    if precision:
+        parser.add_argument(
+            "--precision", choices=PRECISION_CHOICES, default="auto",
+            help="the memory model's passes: bf16 autocast, fp32, or auto: bf16 where the device "
+            "runs it natively (AVX-512 BF16/AMX CPU, CUDA), else fp32 (default: %(default)s)",
+        )  # fmt: skip
+
+
 def add_small_model_arguments(parser: argparse.ArgumentParser, *, epochs: int) -> None:
     """``--out``, ``--epochs``, ``--time-limit``, ``--seed`` and ``--device``: the run
     options of the small single-process trainers (``elworld train idm`` / ``end``)."""

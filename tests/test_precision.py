@@ -62,3 +62,26 @@ def test_auto_autocast_runs_as_the_choice_says(caplog: pytest.LogCaptureFixture)
     with caplog.at_level(logging.INFO), autocast("cpu", "auto"):
         out = layer(torch.ones(2, 4))
     assert out.dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)
+
+
+def test_the_cli_precision_choices_are_the_models() -> None:
+    from elworld.cli_args import PRECISION_CHOICES
+    from elworld.model.common import PRECISIONS
+
+    assert PRECISION_CHOICES == PRECISIONS
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["eval", "--vision", "v", "--data", "d"], ["eval", "control"], ["play"], ["rollout"],
+     ["demo"], ["keys-figure"], ["train", "control"]],
+)  # fmt: skip
+def test_every_dream_command_refuses_a_guidance_that_is_not_positive(
+    command: list[str], capsys: pytest.CaptureFixture
+) -> None:
+    from elworld.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--guidance", "0"])
+    assert exit_info.value.code == 2
+    assert "--guidance: expected a number > 0, got 0" in capsys.readouterr().err

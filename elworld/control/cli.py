@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elworld.cli_args import command_line
-from elworld.model.common import PRECISIONS
+from elworld.cli_args import add_dream_pass_arguments, command_line
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +38,7 @@ def _add_world(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="memory passes per dream step (default: %(default)s)",
     )
-    group.add_argument(
-        "--guidance", type=float, default=None,
-        help="classifier-free guidance on the keys, 1 = off (default: the memory checkpoint's "
-        "recommended scale, else 1)",
-    )  # fmt: skip
-    group.add_argument(
-        "--precision", choices=PRECISIONS, default="auto",
-        help="the memory model's passes: bf16 autocast, fp32, or auto: bf16 where the device "
-        "runs it natively (AVX-512 BF16/AMX CPU, CUDA), else fp32 (default: %(default)s)",
-    )  # fmt: skip
+    add_dream_pass_arguments(group)
 
 
 def register_train(models: argparse._SubParsersAction) -> None:

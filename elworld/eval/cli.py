@@ -8,11 +8,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from elworld.cli_args import add_dream_pass_arguments
 from elworld.data import find_episodes, recording_provenance
 from elworld.eval.evaluate import EvalConfig, evaluate
 from elworld.eval.plot import plot_psnr
 from elworld.eval.report import markdown_report
-from elworld.model.common import PRECISIONS, check_models_fit
+from elworld.model.common import check_models_fit
 from elworld.model.end import EndModel, check_end_model_fits
 from elworld.model.idm import (
     InverseDynamicsModel,
@@ -71,22 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1,
         help="memory forward passes per frame (default: %(default)s)",
     )
-    parser.add_argument(
-        "--guidance",
-        type=float,
-        default=None,
-        help="classifier-free guidance scale on the keys, 1 = off; needs a memory model trained "
-        "with --action-dropout (default: the world's recommended scale from the memory "
-        "checkpoint's training_info.json, else 1)",
-    )
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="the memory model's passes: bf16 autocast, fp32, or auto, as the dream env runs "
-        "them: bf16 where the device runs it natively (AVX-512 BF16/AMX CPU, CUDA), else fp32 "
-        "(default: %(default)s)",
-    )
+    add_dream_pass_arguments(parser)
     parser.add_argument(
         "--batch-size", type=int, default=16, help="frames per batch (default: %(default)s)"
     )

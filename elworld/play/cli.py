@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from elworld.checkpoint import CheckpointError
-from elworld.model.common import PRECISIONS
+from elworld.cli_args import add_dream_pass_arguments, positive_float
 from elworld.play.dream import make_dream_env
 from elworld.play.policies import DEFAULT_POLICY_KEYS, POLICY_NAMES
 
@@ -55,13 +55,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
-
-
 def _add_dream_args(parser: argparse.ArgumentParser, seed: int | None) -> None:
     parser.add_argument(
         "--checkpoints",
@@ -90,20 +83,7 @@ def _add_dream_args(parser: argparse.ArgumentParser, seed: int | None) -> None:
 
 def _add_speed_args(parser: argparse.ArgumentParser) -> None:
     """``--guidance`` and ``--precision``: how much work each dream step does."""
-    parser.add_argument(
-        "--guidance",
-        type=_positive_float,
-        default=None,
-        help="classifier-free guidance on the keys; 1 runs one memory pass per step, twice "
-        "as fast as the pair a scale > 1 needs (default: the world's recommended scale)",
-    )
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="the memory model's passes: auto (bf16 where the CPU or GPU runs it natively, "
-        "else fp32), bf16 or fp32 (default: auto)",
-    )
+    add_dream_pass_arguments(parser)
 
 
 def play(
@@ -341,7 +321,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     play_parser.add_argument(
         "--fps",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="frames (dream steps) per second (default: the world's recorded rate, e.g. 8.75 "
         "at ViZDoom frame skip 4; 20 when the world does not record it)",
@@ -401,7 +381,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     rollout_parser.add_argument(
         "--fps",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="video frame rate (default: the world's recorded rate, else 20)",
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from elworld.cli_args import add_dream_pass_arguments
 from elworld.keys import action_from_names
 from elworld.play.policies import parse_key_names
 
@@ -148,12 +149,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--temperature", type=float, default=1.0, help="dream sampling temperature (default: 1)"
     )
-    parser.add_argument(
-        "--guidance",
-        type=float,
-        default=None,
-        help="dream guidance scale, 1 = off (default: the world's recommended scale)",
-    )
+    add_dream_pass_arguments(parser, precision=False)
     parser.add_argument("--device", help="torch device (default: CUDA when available)")
     parser.add_argument("--out", default="outputs/keys.png", help="PNG file (%(default)s)")
     parser.set_defaults(func=_run)
