@@ -20,6 +20,7 @@ One job per module; import the names below from here (``from elworld import chec
 - :mod:`.store`: save, copy, list and prune checkpoints; fingerprints; RNG state.
 - :mod:`.loading`: config, weights (a legacy ``model.pth`` too) and whole models.
 - :mod:`.model_card`: the ``README.md`` written into every folder.
+- :mod:`.lineage`: what a run started from, and the runs behind a checkpoint.
 - :mod:`.migration`: the old flat layout to ``ROOT/<kind>/``, and its command line.
 """
 
