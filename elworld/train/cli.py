@@ -552,9 +552,9 @@ def run_train_memory(args: argparse.Namespace) -> int:
         if args.distill_from is not None:
             info["started_from"] = start_record(args.distill_from, "--distill-from")
             info.update(_start_distillation(args, model, dist_info.device))
-        elif args.resume_from is not None:
-            info["started_from"] = start_record(args.resume_from, "--resume-from")
         else:
+            if args.resume_from is not None:
+                info["started_from"] = start_record(args.resume_from, "--resume-from")
             info.update(_inherited_sampling(args))
         cfg = _train_config(
             args, {"epochs": 20, "batch_size": 8, "lr": 3e-4, "precision": "auto"}, info
