@@ -630,6 +630,37 @@ def test_distillation_makes_one_pass_give_the_guided_distribution() -> None:
     assert "token_ce" in student.compute_loss(probe).metrics
 
 
+def test_distillation_argmax_weight_adds_the_cross_entropy_to_the_teacher_argmax() -> None:
+    teacher = tiny_model(seed=5, **CONTROL)
+    student = tiny_model(seed=6, **CONTROL)
+    batch = shift_toy(8, torch.Generator().manual_seed(4))
+    student.distill_guidance(teacher, 2.0, argmax_weight=0.5, full_mask=True)
+    torch.manual_seed(1)
+    metrics = student.train().compute_loss(batch).metrics
+    assert metrics["argmax_ce"] > 0
+    expected = metrics["token_kl"] + 0.5 * metrics["argmax_ce"]
+    heads = metrics.get("reward_mse", 0.0) + metrics.get("end_bce", 0.0)
+    expected += student.config.head_loss_weight * heads
+    assert metrics["loss"] == pytest.approx(expected, rel=1e-5)
+    student.distill_guidance(teacher, 2.0)  # weight 0: the KL alone, no argmax term
+    assert "argmax_ce" not in student.compute_loss(batch).metrics
+
+
+def test_distillation_full_mask_masks_every_cell_of_every_row() -> None:
+    teacher = tiny_model(seed=5, **CONTROL)
+    student = tiny_model(seed=6, **CONTROL)
+    batch = shift_toy(8, torch.Generator().manual_seed(4))
+    seen: list[torch.Tensor] = []
+    student.register_forward_pre_hook(lambda module, args: seen.append(args[3].clone()))
+    for full_mask in (False, True):
+        student.distill_guidance(teacher, 2.0, full_mask=full_mask)
+        torch.manual_seed(2)
+        student.train().compute_loss(batch)
+    partial, full = seen
+    assert bool((partial != student.mask_id).any())  # random mask counts leave cells known
+    assert bool((full == student.mask_id).all())
+
+
 def test_distillation_refuses_a_teacher_it_cannot_follow() -> None:
     student = tiny_model(**CONTROL)
     with pytest.raises(ValueError, match="action_dropout"):
@@ -638,3 +669,5 @@ def test_distillation_refuses_a_teacher_it_cannot_follow() -> None:
         student.distill_guidance(tiny_model(**{**CONTROL, "n_layer": 1}), 2.0)
     with pytest.raises(ValueError, match="guidance"):
         student.distill_guidance(tiny_model(**CONTROL), float("nan"))
+    with pytest.raises(ValueError, match="argmax_weight"):
+        student.distill_guidance(tiny_model(**CONTROL), 2.0, argmax_weight=-1.0)

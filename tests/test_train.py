@@ -165,6 +165,19 @@ def test_distill_from_starts_as_the_teacher_and_recommends_one_pass(
     assert info["started_from"] == {"flag": "--distill-from", "checkpoint": str(teacher),
                                     "fingerprint": checkpoint.checkpoint_fingerprint(teacher)}  # fmt: skip
 
+    # Continued with the mode-seeking options: the weights come from the student's epoch.
+    more = tmp_path / "distilled_more"
+    assert main([*common, "--out", str(more), "--epochs", "2", "--distill-from", str(teacher),
+                 "--distill-guidance", "3", "--resume-from", str(student),
+                 "--distill-argmax-weight", "0.5",
+                 "--distill-full-mask"]) == 0  # fmt: skip
+    more_info = _info(checkpoint.best_model_dir(more, "memory"))
+    assert more_info["sampling"]["distilled"] == {"teacher": str(teacher), "guidance": 3.0,
+                                                  "argmax_weight": 0.5, "full_mask": True}  # fmt: skip
+    assert more_info["started_from"]["flag"] == "--resume-from"
+    assert more_info["started_from"]["checkpoint"] == str(student)
+    assert "val_argmax_ce" in more_info["metrics"]
+
     # Published over its own teacher, the student's lineage still names the teacher's run.
     teacher_command = _info(teacher)["command"]
     assert main(["publish", str(student), "--to", str(out)]) == 0

@@ -378,6 +378,16 @@ class Block(nn.Module):
         return x + self.mlp(self._modulate(self.ln_2(x), mods, last))
 
 
+@dataclass(frozen=True)
+class _Distillation:
+    """What ``MemoryModel.distill_guidance`` matches: a frozen teacher at a guidance scale."""
+
+    teacher: MemoryModel
+    guidance: float
+    argmax_weight: float = 0.0
+    full_mask: bool = False
+
+
 class MemoryModel(nn.Module):
     """Bidirectional transformer predicting the next frame's tokens (see module docstring).
 
@@ -445,9 +455,9 @@ class MemoryModel(nn.Module):
                 (torch.arange(context_offsets) * V).view(1, -1, 1),  # (1, K-1, 1)
                 persistent=False,
             )
-        # Guidance distillation (``distill_guidance``): a frozen teacher and its scale. Kept in a
-        # tuple so the teacher is neither a submodule nor part of this model's state dict.
-        self._distill: tuple[MemoryModel, float] | None = None
+        # Guidance distillation (``distill_guidance``): a frozen teacher and how to match it.
+        # Kept out of the module tree so the teacher is neither a submodule nor in the state dict.
+        self._distill: _Distillation | None = None
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -614,7 +624,14 @@ class MemoryModel(nn.Module):
         return MemoryOutput(logits=logits, reward=reward, end_logit=end_logit)
 
     # ---------------------------------------------------------- distillation
-    def distill_guidance(self, teacher: MemoryModel | None, guidance: float = 2.0) -> None:
+    def distill_guidance(
+        self,
+        teacher: MemoryModel | None,
+        guidance: float = 2.0,
+        *,
+        argmax_weight: float = 0.0,
+        full_mask: bool = False,
+    ) -> None:
         """Train this model so one conditional pass gives ``teacher``'s guided distribution.
 
         From then on ``compute_loss`` replaces the token cross-entropy by the KL
@@ -625,6 +642,11 @@ class MemoryModel(nn.Module):
         distribution, so the pair stays usable for guidance on top. The reward
         and end heads keep their losses. ``teacher=None`` turns it off. The
         teacher (usually the same checkpoint) is frozen and never saved.
+
+        ``argmax_weight`` adds that weight times the cross-entropy to the
+        teacher's most likely token per cell (mode-seeking: an argmax rollout
+        then follows the teacher's). ``full_mask`` masks every target cell of
+        every row, the only input a one-pass sampler (``steps=1``) ever gives.
         """
         if teacher is None:
             self._distill = None
@@ -637,8 +659,12 @@ class MemoryModel(nn.Module):
             raise ValueError("the distillation teacher must have this model's config")
         if not math.isfinite(guidance) or guidance <= 1.0:
             raise ValueError(f"distillation guidance must be a finite number > 1, got {guidance}")
+        if not math.isfinite(argmax_weight) or argmax_weight < 0:
+            raise ValueError(
+                f"distillation argmax_weight must be a finite number >= 0, got {argmax_weight}"
+            )
         teacher.eval().requires_grad_(False)
-        self._distill = (teacher, float(guidance))
+        self._distill = _Distillation(teacher, float(guidance), float(argmax_weight), full_mask)
 
     @torch.no_grad()
     def _teacher_logits(
@@ -652,7 +678,7 @@ class MemoryModel(nn.Module):
     ) -> torch.Tensor:
         """The teacher's float logits ``(B, T, V)``: guided, or unconditional on dropped rows."""
         assert self._distill is not None
-        teacher, guidance = self._distill
+        teacher, guidance = self._distill.teacher, self._distill.guidance
         B = tokens.shape[0]
         cond, uncond, _ = teacher._guided_pair(tokens, actions, context, next_tokens, noise_rate)
         guided = uncond + guidance * (cond - uncond)
@@ -711,7 +737,10 @@ class MemoryModel(nn.Module):
 
         # Mask a random number of cells per row (all of them for rows without a target).
         counts = self._mask_counts(B, tokens.device)
-        counts = torch.where(has_target, counts, torch.full_like(counts, T))
+        full = ~has_target
+        if self._distill is not None and self._distill.full_mask:
+            full = torch.ones_like(has_target)
+        counts = torch.where(full, torch.full_like(counts, T), counts)
         rank = torch.rand(B, T, device=tokens.device).argsort(dim=1).argsort(dim=1)  # (B, T)
         masked = rank < counts.unsqueeze(1)  # (B, T)
         next_tokens = torch.where(masked, torch.full_like(target, self.mask_id), target)
@@ -730,7 +759,9 @@ class MemoryModel(nn.Module):
                 tokens, batch["action"], context if cfg.context_frames > 1 else None,
                 next_tokens, drop_action, noise_rate,
             )  # fmt: skip
-            loss, metrics = self._distill_loss(out.logits, teacher, scored)
+            loss, metrics = self._distill_loss(
+                out.logits, teacher, scored, self._distill.argmax_weight
+            )
         elif bool(scored.any()):
             logits = out.logits[scored]  # (N, V)
             token_ce = F.cross_entropy(logits, target[scored])
@@ -762,16 +793,24 @@ class MemoryModel(nn.Module):
 
     @staticmethod
     def _distill_loss(
-        logits: torch.Tensor, teacher: torch.Tensor, scored: torch.Tensor
+        logits: torch.Tensor, teacher: torch.Tensor, scored: torch.Tensor, argmax_weight: float
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean KL(teacher || student) over the ``scored`` cells, and argmax agreement."""
+        """Mean KL(teacher || student) over the ``scored`` cells, plus ``argmax_weight`` times
+        the cross-entropy to the teacher's argmax; metrics include the argmax agreement."""
         if not bool(scored.any()):
-            return logits.sum() * 0.0, {"token_kl": 0.0, "teacher_agree": 0.0}
+            metrics = {"token_kl": 0.0, "teacher_agree": 0.0}
+            return logits.sum() * 0.0, metrics
         student = F.log_softmax(logits[scored].float(), dim=-1)  # (N, V)
         target = F.log_softmax(teacher[scored], dim=-1)  # (N, V)
         kl = F.kl_div(student, target, log_target=True, reduction="batchmean")
-        agree = (student.argmax(dim=-1) == target.argmax(dim=-1)).float().mean().item()
-        return kl, {"token_kl": kl.item(), "teacher_agree": agree}
+        teacher_argmax = target.argmax(dim=-1)  # (N,)
+        agree = (student.argmax(dim=-1) == teacher_argmax).float().mean().item()
+        metrics = {"token_kl": kl.item(), "teacher_agree": agree}
+        if argmax_weight == 0:
+            return kl, metrics
+        argmax_ce = F.nll_loss(student, teacher_argmax)
+        metrics["argmax_ce"] = argmax_ce.item()
+        return kl + argmax_weight * argmax_ce, metrics
 
     # ---------------------------------------------------------------- sampling
     def _guided_pair(

@@ -292,6 +292,20 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
         help="the guidance scale to distil (default: the --distill-from checkpoint's "
         "recommended scale)",
     )
+    group.add_argument(
+        "--distill-argmax-weight",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="add W times the cross-entropy to the teacher's most likely token per cell to the "
+        "KL loss (mode-seeking: argmax dreams follow the teacher's; default 0, KL only)",
+    )
+    group.add_argument(
+        "--distill-full-mask",
+        action="store_true",
+        help="mask every cell of every training row: the only input a one-pass dream "
+        "(sampling_steps=1, the default) gives the model",
+    )
     memory.set_defaults(func=run_train_memory)
     from elworld.train.idm import register_train as register_idm  # elworld train idm
 
@@ -454,17 +468,22 @@ def _start_distillation(
     guidance = args.distill_guidance
     if guidance is None:
         guidance = checkpoint.recommended_guidance(args.distill_from)
-    if not args.resume:
+    if not args.resume:  # --resume-from's weights replace these when the loop starts
         model.load_state_dict(teacher.state_dict(), strict=True)
-    model.distill_guidance(teacher, guidance)
+    model.distill_guidance(
+        teacher,
+        guidance,
+        argmax_weight=args.distill_argmax_weight,
+        full_mask=args.distill_full_mask,
+    )
     logger.info("distilling guidance %.2f of %s into one conditional pass", guidance,
                 args.distill_from)  # fmt: skip
-    return {
-        "sampling": {
-            "guidance": 1.0,
-            "distilled": {"teacher": str(args.distill_from), "guidance": guidance},
-        }
-    }
+    distilled: dict[str, Any] = {"teacher": str(args.distill_from), "guidance": guidance}
+    if args.distill_argmax_weight:
+        distilled["argmax_weight"] = args.distill_argmax_weight
+    if args.distill_full_mask:
+        distilled["full_mask"] = True
+    return {"sampling": {"guidance": 1.0, "distilled": distilled}}
 
 
 def _inherited_sampling(args: argparse.Namespace) -> dict[str, Any]:
@@ -549,8 +568,9 @@ def run_train_memory(args: argparse.Namespace) -> int:
             "vision_checkpoint": str(args.vision),
             "vision_fingerprint": fingerprint,
         }
-        if args.distill_from is not None:
-            info["started_from"] = start_record(args.distill_from, "--distill-from")
+        if args.distill_from is not None:  # the weights come from --resume-from when given
+            start = (args.resume_from, "--resume-from") if args.resume_from else None
+            info["started_from"] = start_record(*(start or (args.distill_from, "--distill-from")))
             info.update(_start_distillation(args, model, dist_info.device))
         else:
             if args.resume_from is not None:
