@@ -84,6 +84,11 @@ def test_eval_writes_json_markdown_and_plot(tiny_checkpoints: Path, tmp_path: Pa
     # The clip moves every frame, so the copy-last baseline falls with the horizon.
     assert rollout["1"]["copy_last"] > rollout["16"]["copy_last"]
     assert all(0 < row["dream"] <= PSNR_CAP and row["starts"] > 0 for row in rollout.values())
+    for row in rollout.values():  # one gain per episode; their mean weighs episodes equally
+        per_episode = row["gain_by_episode"]
+        assert len(per_episode) == 2 and row["gain_se"] == pytest.approx(
+            np.std(per_episode, ddof=1) / np.sqrt(2)
+        )
     control = results["memory"]["controllability"]
     assert control["delta_psnr"] == pytest.approx(
         control["true_actions_psnr"] - control["random_actions_psnr"]
@@ -92,6 +97,8 @@ def test_eval_writes_json_markdown_and_plot(tiny_checkpoints: Path, tmp_path: Pa
     assert 0.0 <= results["memory"]["next_token_acc"] <= 1.0
     report = (out / "eval.md").read_text()
     assert "| horizon | dream PSNR | copy-last PSNR" in report
+    gain = rollout["4"]["dream"] - rollout["4"]["copy_last"]
+    assert f"| {gain:.2f} +/- {rollout['4']['gain_se']:.2f} |" in report
     # Every step pays 1 (as take_cover pays ~4): a constant scores precision / recall 1.00, so
     # the report shows the reward error against the best constant's (here 0) instead.
     reward = results["memory"]["reward_head"]

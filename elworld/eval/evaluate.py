@@ -25,6 +25,7 @@ swamp a mean, then averaged over frames.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -357,10 +358,13 @@ def _open_loop(run: _Run, episode: _Episode) -> None:
             for h in range(1, driving.shape[1] + 1):
                 if h in config.horizons or h == config.control_horizon:
                     real = frames[t0 + h]
-                    run.stats.add(f"{mode}_h{h}", psnr(run.decode(dream_tokens[:, h - 1]), real))
+                    dream_psnr = psnr(run.decode(dream_tokens[:, h - 1]), real)
+                    run.stats.add(f"{mode}_h{h}", dream_psnr)
                     if mode == "true":
-                        run.stats.add(f"copy_h{h}", psnr(frames[t0], real))
+                        copy_psnr = psnr(frames[t0], real)
+                        run.stats.add(f"copy_h{h}", copy_psnr)
                         run.stats.add(f"recon_h{h}", psnr(episode.recon[t0 + h], real))
+                        run.stats.add(f"episode_h{h}", np.full(len(t0), episode.index))
 
 
 def _idm_dreams(
@@ -413,6 +417,15 @@ def _vision_results(stats: Stats, code_counts: torch.Tensor) -> dict[str, Any]:
     }
 
 
+def _gain_by_episode(gain: np.ndarray, episode: np.ndarray) -> dict[str, Any]:
+    """Dream - copy-last PSNR per episode (the mean of its starts) and the standard error of
+    their mean: starts of one episode overlap, so the episode is the independent unit."""
+    ids = np.unique(episode)
+    per_episode = np.array([gain[episode == i].mean() for i in ids])
+    se = float(per_episode.std(ddof=1) / math.sqrt(len(ids))) if len(ids) > 1 else math.nan
+    return {"gain_by_episode": per_episode.tolist(), "gain_se": se}
+
+
 def _memory_results(
     run: _Run, idm: InverseDynamicsModel | None, idm_run: _IDMRun | None
 ) -> dict[str, Any]:
@@ -423,6 +436,9 @@ def _memory_results(
             "copy_last": stats.mean(f"copy_h{h}"),
             "reconstruction": stats.mean(f"recon_h{h}"),
             "starts": int(stats.all(f"true_h{h}").size),
+            **_gain_by_episode(
+                stats.all(f"true_h{h}") - stats.all(f"copy_h{h}"), stats.all(f"episode_h{h}")
+            ),
         }
         for h in config.horizons
     }

@@ -75,12 +75,13 @@ def markdown_report(results: dict[str, Any]) -> str:
                 lines += _head_lines(name, m[name])
         lines += [
             "",
-            "| horizon | dream PSNR | copy-last PSNR | dream - copy-last | reconstruction ceiling | starts |",
+            "| horizon | dream PSNR | copy-last PSNR | dream - copy-last (+/- s.e. over episodes) | reconstruction ceiling | starts |",
             "|---|---|---|---|---|---|",
         ]
         for h, row in m["rollout_psnr"].items():
+            gain = f"{_fmt(row['dream'] - row['copy_last'])} +/- {_fmt(row.get('gain_se', math.nan))}"
             lines.append(
-                f"| {h} | {_fmt(row['dream'])} | {_fmt(row['copy_last'])} | {_fmt(row['dream'] - row['copy_last'])} | {_fmt(row['reconstruction'])} | {row['starts']} |"
+                f"| {h} | {_fmt(row['dream'])} | {_fmt(row['copy_last'])} | {gain} | {_fmt(row['reconstruction'])} | {row['starts']} |"
             )
         if "idm" in m:
             lines += ["", *_idm_lines(m["idm"])]
