@@ -358,11 +358,9 @@ def _open_loop(run: _Run, episode: _Episode) -> None:
             for h in range(1, driving.shape[1] + 1):
                 if h in config.horizons or h == config.control_horizon:
                     real = frames[t0 + h]
-                    dream_psnr = psnr(run.decode(dream_tokens[:, h - 1]), real)
-                    run.stats.add(f"{mode}_h{h}", dream_psnr)
+                    run.stats.add(f"{mode}_h{h}", psnr(run.decode(dream_tokens[:, h - 1]), real))
                     if mode == "true":
-                        copy_psnr = psnr(frames[t0], real)
-                        run.stats.add(f"copy_h{h}", copy_psnr)
+                        run.stats.add(f"copy_h{h}", psnr(frames[t0], real))
                         run.stats.add(f"recon_h{h}", psnr(episode.recon[t0 + h], real))
                         run.stats.add(f"episode_h{h}", np.full(len(t0), episode.index))
 

@@ -798,8 +798,7 @@ class MemoryModel(nn.Module):
         """Mean KL(teacher || student) over the ``scored`` cells, plus ``argmax_weight`` times
         the cross-entropy to the teacher's argmax; metrics include the argmax agreement."""
         if not bool(scored.any()):
-            metrics = {"token_kl": 0.0, "teacher_agree": 0.0}
-            return logits.sum() * 0.0, metrics
+            return logits.sum() * 0.0, {"token_kl": 0.0, "teacher_agree": 0.0}
         student = F.log_softmax(logits[scored].float(), dim=-1)  # (N, V)
         target = F.log_softmax(teacher[scored], dim=-1)  # (N, V)
         kl = F.kl_div(student, target, log_target=True, reduction="batchmean")
