@@ -347,3 +347,13 @@ def test_reward_precision_recall_is_reported_only_when_a_constant_cannot_score_i
     ]
     assert _head_lines("reward_head", {**two_sided, "actual": 10}) == lines[:1]
     assert _head_lines("reward_head", {**two_sided, "actual": 0}) == lines[:1]
+
+
+def test_gain_by_episode_averages_each_episode_then_takes_the_standard_error() -> None:
+    from elworld.eval.evaluate import _gain_by_episode
+
+    gain = np.array([1.0, 3.0, 5.0, 0.0])  # episode 7: starts 1, 3 (mean 2); episode 9: 5, 0
+    got = _gain_by_episode(gain, np.array([7, 7, 9, 9]))
+    assert got["gain_by_episode"] == [2.0, 2.5]
+    assert got["gain_se"] == pytest.approx(np.std([2.0, 2.5], ddof=1) / np.sqrt(2))  # 0.25
+    assert math.isnan(_gain_by_episode(gain, np.zeros(4))["gain_se"])  # one episode: unknown
