@@ -357,3 +357,68 @@ def test_gain_by_episode_averages_each_episode_then_takes_the_standard_error() -
     assert got["gain_by_episode"] == [2.0, 2.5]
     assert got["gain_se"] == pytest.approx(np.std([2.0, 2.5], ddof=1) / np.sqrt(2))  # 0.25
     assert math.isnan(_gain_by_episode(gain, np.zeros(4))["gain_se"])  # one episode: unknown
+
+
+def test_gain_by_episode_names_the_episodes_it_averaged() -> None:
+    from elworld.eval.evaluate import _gain_by_episode
+
+    got = _gain_by_episode(np.array([1.0, 3.0, 5.0]), np.array([2, 2, 0]), ["a", "b", "c"])
+    assert got["gain_by_episode"] == [5.0, 2.0] and got["gain_episodes"] == ["a", "c"]
+
+
+def _rollouts(gains: dict[str, float], stride: int = 8) -> dict:
+    row = {"gain_episodes": list(gains), "gain_by_episode": list(gains.values())}
+    return {"config": {"start_stride": stride}, "memory": {"rollout_psnr": {"4": row}}}
+
+
+def test_paired_difference_pairs_episodes_by_name_on_known_gains() -> None:
+    from elworld.eval.evaluate import paired_gain_difference
+
+    ours = _rollouts({"a": 1.0, "b": 2.0, "c": 4.0})
+    base = _rollouts({"d": 9.0, "c": 1.0, "b": 1.5})  # another order; "a" and "d" unpaired
+    got = paired_gain_difference(ours, base)["4"]
+    assert got["episodes"] == 2 and got["difference"] == pytest.approx((0.5 + 3.0) / 2)
+    assert got["se"] == pytest.approx(np.std([0.5, 3.0], ddof=1) / np.sqrt(2))
+    with pytest.raises(ValueError, match="none of these episodes"):
+        paired_gain_difference(ours, _rollouts({"z": 0.0}))
+    with pytest.raises(ValueError, match="--start-stride 4"):
+        paired_gain_difference(ours, _rollouts({"a": 0.0}, stride=4))
+    old = _rollouts({"a": 0.0})
+    del old["memory"]["rollout_psnr"]["4"]["gain_episodes"]
+    with pytest.raises(ValueError, match="gain_episodes"):
+        paired_gain_difference(ours, old)
+
+
+def test_eval_against_a_baseline_reports_the_paired_difference(
+    tiny_checkpoints: Path, tmp_path: Path, capsys
+) -> None:
+    data = _episodes(tmp_path / "heldout")
+    first = _eval_args(tiny_checkpoints, data, tmp_path / "first")
+    assert main(first) == 0
+    baseline = tmp_path / "first" / "eval.json"
+    rollout = json.loads(baseline.read_text())["memory"]["rollout_psnr"]
+    assert all(row["gain_episodes"] == ["ep_0", "ep_1"] for row in rollout.values())
+    # The same world again (argmax rollouts, the same seed): every paired difference is 0.
+    assert (
+        main(_eval_args(tiny_checkpoints, data, tmp_path / "again", "--baseline", str(baseline)))
+        == 0
+    )
+    against = json.loads((tmp_path / "again" / "eval.json").read_text())["memory"][
+        "against_baseline"
+    ]
+    assert against["baseline"] == str(baseline) and set(against["horizons"]) == set(rollout)
+    assert all(
+        row["difference"] == pytest.approx(0.0, abs=1e-9) and row["episodes"] == 2
+        for row in against["horizons"].values()
+    )
+    assert "| 4 | +0.00 | 0.00 | 2 |" in (tmp_path / "again" / "eval.md").read_text()
+    capsys.readouterr()
+    vision_only = tmp_path / "vision_only.json"
+    vision_only.write_text(json.dumps({"episodes": 2, "vision": {}}))
+    assert (
+        main(_eval_args(tiny_checkpoints, data, tmp_path / "r", "--baseline", str(vision_only)))
+        == 1
+    )
+    assert f"--baseline {vision_only}: expected an eval.json of `elworld eval` with --memory" in (
+        capsys.readouterr().err
+    )

@@ -8,9 +8,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from elworld.atomic import atomic_write
 from elworld.cli_args import add_dream_pass_arguments
 from elworld.data import find_episodes, recording_provenance
-from elworld.eval.evaluate import EvalConfig, evaluate
+from elworld.eval.evaluate import EvalConfig, evaluate, paired_gain_difference
 from elworld.eval.plot import plot_psnr
 from elworld.eval.report import markdown_report
 from elworld.model.common import check_models_fit
@@ -110,8 +111,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="episode-end checkpoint folder (`elworld train end`): adds its NLL, hazard at real ends "
         "and calibration (ends expected vs real) on the episodes",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="eval.json of another world evaluated on the same --data (e.g. the guided pair before "
+        "distillation): adds this world's dream - copy-last PSNR minus the baseline's per horizon, "
+        "paired by episode, with its standard error",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
     parser.set_defaults(func=run_eval)
+
+
+def read_baseline(path: Path) -> dict[str, Any]:
+    """Read ``--baseline``: an ``elworld eval`` eval.json with memory rollouts, or one clear error."""
+    try:
+        baseline = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"--baseline {path}: expected an eval.json of `elworld eval`: {error}"
+        ) from None
+    rollouts = (
+        baseline.get("memory", {}).get("rollout_psnr") if isinstance(baseline, dict) else None
+    )
+    if not rollouts or "config" not in baseline:
+        raise ValueError(
+            f"--baseline {path}: expected an eval.json of `elworld eval` with --memory (no memory rollouts in it)"
+        )
+    if not all("gain_episodes" in row for row in rollouts.values()):
+        raise ValueError(
+            f"--baseline {path} has no per-episode gains with episode names (gain_episodes): "
+            "it was written by an older elworld; evaluate that world again"
+        )
+    return baseline
 
 
 def check_world_rate(
@@ -148,6 +180,9 @@ def run_eval(args: argparse.Namespace) -> int:
         ) from None
     if not horizons or horizons[0] < 1:
         raise ValueError(f"--horizons must be positive, got {args.horizons!r}")
+    if args.baseline is not None and args.memory is None:
+        raise ValueError("--baseline needs --memory: it compares dream rollouts")
+    baseline = read_baseline(args.baseline) if args.baseline is not None else None
     device = resolve_device(args.device)
     vision = VisionModel.from_checkpoint(args.vision, device=device)
     memory = None
@@ -176,6 +211,12 @@ def run_eval(args: argparse.Namespace) -> int:
     check_world_rate(world, recording_provenance(episodes), args.memory, args.data)
     results = evaluate(vision, memory, episodes, config, device, idm=idm, end_model=end_model)
     results["world_recordings"] = world
+    if baseline is not None:
+        results["memory"]["against_baseline"] = {
+            "baseline": str(args.baseline),
+            "baseline_memory": baseline.get("checkpoints", {}).get("memory"),
+            "horizons": paired_gain_difference(results, baseline),
+        }
     results["checkpoints"] = {
         "vision": str(args.vision),
         "memory": str(args.memory) if args.memory else None,
@@ -183,8 +224,11 @@ def run_eval(args: argparse.Namespace) -> int:
         "end": str(args.end) if args.end else None,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "eval.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (args.out / "eval.md").write_text(markdown_report(results))
+    text = json.dumps(results, indent=2, default=str) + "\n"
+    atomic_write(args.out / "eval.json", lambda handle: handle.write(text.encode()))
+    atomic_write(
+        args.out / "eval.md", lambda handle: handle.write(markdown_report(results).encode())
+    )
     if memory is not None:
         plot_psnr(results, args.out / "psnr_vs_horizon.png")
     logger.info("wrote %s", args.out / "eval.json")

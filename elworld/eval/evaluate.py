@@ -255,7 +255,7 @@ def evaluate(
     if end_model is not None:
         results["end_model"] = end_scores(end_model, end_episodes)
     if memory is not None:
-        results["memory"] = _memory_results(run, idm, idm_run)
+        results["memory"] = _memory_results(run, idm, idm_run, [p.stem for p in episodes])
     return results
 
 
@@ -415,17 +415,67 @@ def _vision_results(stats: Stats, code_counts: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def _gain_by_episode(gain: np.ndarray, episode: np.ndarray) -> dict[str, Any]:
+def _gain_by_episode(
+    gain: np.ndarray, episode: np.ndarray, names: list[str] | None = None
+) -> dict[str, Any]:
     """Dream - copy-last PSNR per episode (the mean of its starts) and the standard error of
-    their mean: starts of one episode overlap, so the episode is the independent unit."""
+    their mean: starts of one episode overlap, so the episode is the independent unit.
+    ``names[i]`` names episode index ``i`` (``gain_episodes``: what ``--baseline`` pairs by)."""
     ids = np.unique(episode)
     per_episode = np.array([gain[episode == i].mean() for i in ids])
     se = float(per_episode.std(ddof=1) / math.sqrt(len(ids))) if len(ids) > 1 else math.nan
-    return {"gain_by_episode": per_episode.tolist(), "gain_se": se}
+    out: dict[str, Any] = {"gain_by_episode": per_episode.tolist(), "gain_se": se}
+    if names is not None:
+        out["gain_episodes"] = [names[int(i)] for i in ids]
+    return out
+
+
+def paired_gain_difference(results: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """This world's dream - copy-last PSNR minus a baseline world's, paired by episode.
+
+    Both are ``elworld eval`` results on the same recordings. Each horizon's
+    figure is the mean over the episodes both scored of the per-episode
+    difference, with its standard error: the two worlds see the same starts, so
+    the spread between episodes (larger than most gates) cancels. Raises
+    ``ValueError`` when either lacks per-episode gains with episode names (an
+    eval.json written before they were recorded) or they share no episode.
+    """
+    ours, theirs = results["memory"]["rollout_psnr"], baseline.get("memory", {}).get("rollout_psnr")
+    if not theirs:
+        raise ValueError("the baseline has no memory rollouts (was it evaluated with --memory?)")
+    ours_stride = results["config"]["start_stride"]
+    theirs_stride = baseline["config"]["start_stride"]
+    if ours_stride != theirs_stride:
+        raise ValueError(
+            f"the baseline was evaluated with --start-stride {theirs_stride}, this run with "
+            f"{ours_stride}: paired episodes need the same starts"
+        )
+    theirs = {str(h): row for h, row in theirs.items()}
+    horizons = {}
+    for h, row in ours.items():
+        other = theirs.get(str(h))  # JSON keys are strings, fresh results' ints
+        if other is None:
+            continue
+        if "gain_episodes" not in row or "gain_episodes" not in other:
+            raise ValueError(
+                "the baseline's eval.json has no per-episode gains with episode names "
+                "(gain_episodes): evaluate the baseline world again with this version"
+            )
+        base = dict(zip(other["gain_episodes"], other["gain_by_episode"]))
+        diffs = np.array(
+            [g - base[n] for n, g in zip(row["gain_episodes"], row["gain_by_episode"]) if n in base]
+        )
+        if len(diffs) == 0:
+            raise ValueError(
+                "the baseline scored none of these episodes: evaluate both on the same --data"
+            )
+        se = float(diffs.std(ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else math.nan
+        horizons[h] = {"difference": float(diffs.mean()), "se": se, "episodes": int(len(diffs))}
+    return horizons
 
 
 def _memory_results(
-    run: _Run, idm: InverseDynamicsModel | None, idm_run: _IDMRun | None
+    run: _Run, idm: InverseDynamicsModel | None, idm_run: _IDMRun | None, names: list[str]
 ) -> dict[str, Any]:
     stats, config, heads = run.stats, run.config, run.heads
     rollout = {
@@ -435,7 +485,7 @@ def _memory_results(
             "reconstruction": stats.mean(f"recon_h{h}"),
             "starts": int(stats.all(f"true_h{h}").size),
             **_gain_by_episode(
-                stats.all(f"true_h{h}") - stats.all(f"copy_h{h}"), stats.all(f"episode_h{h}")
+                stats.all(f"true_h{h}") - stats.all(f"copy_h{h}"), stats.all(f"episode_h{h}"), names
             ),
         }
         for h in config.horizons

@@ -79,10 +79,14 @@ def markdown_report(results: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|",
         ]
         for h, row in m["rollout_psnr"].items():
-            gain = f"{_fmt(row['dream'] - row['copy_last'])} +/- {_fmt(row.get('gain_se', math.nan))}"
+            gain = (
+                f"{_fmt(row['dream'] - row['copy_last'])} +/- {_fmt(row.get('gain_se', math.nan))}"
+            )
             lines.append(
                 f"| {h} | {_fmt(row['dream'])} | {_fmt(row['copy_last'])} | {gain} | {_fmt(row['reconstruction'])} | {row['starts']} |"
             )
+        if "against_baseline" in m:
+            lines += ["", *_baseline_lines(m["against_baseline"])]
         if "idm" in m:
             lines += ["", *_idm_lines(m["idm"])]
     if e := results.get("end_model"):
@@ -95,6 +99,20 @@ def markdown_report(results: dict[str, Any]) -> str:
             f"| ends expected (summed hazard) / real | {e['expected_ends']:.1f} / {e['ends']:.0f} |",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _baseline_lines(against: dict[str, Any]) -> list[str]:
+    """This world's dream - copy-last minus the baseline world's, paired by episode."""
+    lines = [
+        f"Against the baseline {against['baseline']} (memory {against['baseline_memory']}): "
+        "dream - copy-last PSNR, this world minus the baseline, per episode then averaged.",
+        "",
+        "| horizon | difference (dB) | s.e. over episodes | episodes |",
+        "|---|---|---|---|",
+    ]
+    for h, row in against["horizons"].items():
+        lines.append(f"| {h} | {row['difference']:+.2f} | {_fmt(row['se'])} | {row['episodes']} |")
+    return lines
 
 
 def _idm_lines(idm: dict[str, Any]) -> list[str]:
