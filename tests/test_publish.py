@@ -105,3 +105,30 @@ def test_the_start_is_read_from_the_record_or_else_the_command() -> None:
     assert started_from({"command": "elworld train memory --out o"}) is None
     with pytest.raises(ValueError, match="unknown start flag"):
         start_record("x", "--from")
+
+
+def test_the_card_names_the_recordings_behind_every_run_of_the_lineage(world) -> None:
+    root, bundled, new = world["root"], world["bundled"], world["new"]
+    _episodes(Path("b"), [1, 2], "random")  # the bundled run's --data is here; the first's is not
+    assert main(["publish", str(new), "--to", str(root)]) == 0
+    info = checkpoint.read_training_info(bundled)
+    assert "recordings" not in info["lineage"][0]
+    assert info["lineage"][1]["recordings"] == [
+        {"folder": "b", "policy": "random", "episodes": 2, "steps": 6, "seeds": [[1, 2]]}
+    ]
+    card = (bundled / "README.md").read_text()
+    assert "| 2: b | random | 2 | 6 | 1-2 |" in card
+    assert "Not known here: run 1 (`--data a`: not here)." in card
+    # Published again from a run on top of it, run 2's recordings come from its training
+    # info (the folder b may be gone by then), and the run before it now names data/sticky.
+    import shutil
+
+    shutil.rmtree("b")
+    newer = _save(Path("runs/newer/end/best_model"), {
+        "command": f"elworld train end --data c --out runs/newer --init-from {bundled}",
+        "started_from": start_record(bundled, "--init-from"),
+    }, seed=4)  # fmt: skip
+    assert main(["publish", str(newer), "--to", str(root)]) == 0
+    card = (bundled / "README.md").read_text()
+    assert "| 2: b | random | 2 | 6 | 1-2 |" in card
+    assert "| 3: data/sticky | sticky | 5 | 15 | 7-10, 12 |" in card

@@ -47,13 +47,15 @@ def started_from(info: dict[str, Any]) -> tuple[Path, str | None] | None:
 
 
 def lineage_step(folder: str | os.PathLike, info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One lineage entry for ``folder``: its command, where it was and its fingerprint, and
-    the loop that published it, if one did."""
+    """One lineage entry for ``folder``: its command, where it was and its fingerprint, the
+    loop that published it, if one did, and the recording sets of its data, if published."""
     info = read_training_info(folder) if info is None else info
     step = {"command": info.get("command"), "checkpoint": str(folder),
             "fingerprint": checkpoint_fingerprint(folder)}  # fmt: skip
     if info.get("loop"):
         step["loop"] = info["loop"]
+    if info.get("recordings_mixed"):
+        step["recordings"] = info["recordings_mixed"]
     return step
 
 

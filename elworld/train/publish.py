@@ -10,7 +10,9 @@ atomically, and its ``training_info.json`` and model card gain what made it:
   still names it;
 - ``"published"``: where it was copied from and this command;
 - ``"recordings_mixed"``: the recording sets its data held (folder, policy, seeds,
-  episodes, steps), from the episodes' sidecars.
+  episodes, steps), from the episodes' sidecars; each lineage run's own under its
+  ``"recordings"`` (as published, else from its ``--data`` folder if still here), so a
+  model card names every recording set its weights learnt from.
 
 Every lineage is read and checked before the first copy, so a refused folder
 leaves the root as it was.
@@ -53,6 +55,50 @@ def _kind(folder: Path) -> str:
     return kind
 
 
+def _data_of(command: str | None) -> str | None:
+    """The ``--data`` folder of a run's command, if it named one."""
+    words = shlex.split(command or "")
+    return words[words.index("--data") + 1] if "--data" in words[:-1] else None
+
+
+def _with_recordings(lineage: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``lineage`` with each run's recording sets: as it was published, else read from its
+    ``--data`` folder where that is still here; runs with neither stay without."""
+    steps = []
+    for step in lineage:
+        data = _data_of(step.get("command"))
+        if "recordings" not in step and data and Path(data).is_dir():
+            step = {**step, "recordings": recording_sets([data])}
+        steps.append(step)
+    return steps
+
+
+def _recording_rows(entries: list[dict[str, Any]], run: str) -> list[str]:
+    rows = []
+    for entry in entries:
+        seeds = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in entry["seeds"]) or "-"
+        rows.append(f"| {run}{entry['folder']} | {entry['policy']} | {entry['episodes']} | "
+                    f"{entry['steps']} | {seeds} |")  # fmt: skip
+    return rows
+
+
+def _lineage_recordings(lineage: list[dict[str, Any]]) -> list[str]:
+    """Card lines naming the recordings behind every run of the lineage (what its weights
+    learnt from before this run), or saying which run's recordings are not known here."""
+    lines = ["", "Recordings behind its lineage (the runs above, by number):", "",
+             "| run: folder | policy | episodes | steps | seeds |", "|---|---|---|---|---|"]  # fmt: skip
+    unknown = []
+    for i, step in enumerate(lineage, 1):
+        if step.get("recordings"):
+            lines += _recording_rows(step["recordings"], f"{i}: ")
+        else:
+            data = _data_of(step.get("command"))
+            unknown.append(f"run {i} (`--data {data}`: not here)" if data else f"run {i}")
+    if unknown:
+        lines += ["", f"Not known here: {'; '.join(unknown)}."]
+    return lines
+
+
 def _card_section(command: str, lineage: list[dict[str, Any]],
                   recordings: list[dict[str, Any]]) -> str:  # fmt: skip
     lines = ["", "## Published by `elworld publish`", "", f"`{command}`", ""]
@@ -63,17 +109,14 @@ def _card_section(command: str, lineage: list[dict[str, Any]],
         lines += ["Trained from scratch: no lineage."]
     if recordings:
         lines += ["", "Recordings in its data:", "",
-                  "| folder | policy | episodes | steps | seeds |", "|---|---|---|---|---|"]  # fmt: skip
-        for entry in recordings:
-            seeds = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in entry["seeds"]) or "-"
-            lines.append(f"| {entry['folder']} | {entry['policy']} | {entry['episodes']} | "
-                         f"{entry['steps']} | {seeds} |")  # fmt: skip
+                  "| folder | policy | episodes | steps | seeds |", "|---|---|---|---|---|",
+                  *_recording_rows(recordings, "")]  # fmt: skip
+    if lineage:
+        lines += _lineage_recordings(lineage)
     return "\n".join(lines) + "\n"
 
 
-def publish_checkpoints(
-    sources: list[str | Path], root: str | Path, command: str
-) -> list[Path]:
+def publish_checkpoints(sources: list[str | Path], root: str | Path, command: str) -> list[Path]:
     """Copy each of ``sources`` to ``root/<kind>/best_model`` with its lineage (see the module
     docstring); return the folders written."""
     root = Path(root)
@@ -91,7 +134,7 @@ def publish_checkpoints(
         if dst.resolve() == source.resolve():
             raise ValueError(f"{source} is already {dst}")
         info = checkpoint.read_training_info(source)
-        lineage = lineage_of(source)  # before any copy: the parent may be replaced
+        lineage = _with_recordings(lineage_of(source))  # before any copy: the parent may go
         data = info.get("data")
         recordings = recording_sets([data]) if data and Path(data).is_dir() else []
         info.update(lineage=lineage, published={"from": str(source), "command": command})
