@@ -119,11 +119,12 @@ def test_the_card_names_the_recordings_behind_every_run_of_the_lineage(world) ->
     card = (bundled / "README.md").read_text()
     assert "| 2: b | random | 2 | 6 | 1-2 |" in card
     assert "Not known here: run 1 (`--data a`: not here)." in card
-    # Published again from a run on top of it, run 2's recordings come from its training
-    # info (the folder b may be gone by then), and the run before it now names data/sticky.
+    # Published again from a run on top of it, with both data folders gone: run 2's
+    # recordings come from the lineage as published, run 3's from its recordings_mixed.
     import shutil
 
     shutil.rmtree("b")
+    shutil.rmtree(world["data"])
     newer = _save(Path("runs/newer/end/best_model"), {
         "command": f"elworld train end --data c --out runs/newer --init-from {bundled}",
         "started_from": start_record(bundled, "--init-from"),
