@@ -105,3 +105,18 @@ def lineage_markdown(lineage: list[dict[str, Any]]) -> list[str]:
             line += f", round {loop['round']} of `{loop['command']}`"
         lines.append(line)
     return lines
+
+
+def recordings_markdown(entries: list[dict[str, Any]], run: str = "") -> list[str]:
+    """Model-card table rows (folder, policy, episodes, steps, seeds) for recording sets
+    (``elworld.data.episodes.recording_sets``); ``run`` prefixes the folder (e.g. ``"2: "``)."""
+    rows = []
+    for entry in entries:
+        seeds = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in entry["seeds"]) or "-"
+        policy = entry["policy"]
+        if "explore" in entry:
+            policy += f" (agent `{entry.get('agent')}`, explore {entry['explore']})"
+        rows.append(
+            f"| {run}{entry['folder']} | {policy} | {entry['episodes']} | {entry['steps']} | {seeds} |"
+        )
+    return rows

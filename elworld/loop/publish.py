@@ -26,6 +26,7 @@ from typing import Any
 
 from elworld import checkpoint
 from elworld.atomic import atomic_write
+from elworld.checkpoint.lineage import lineage_markdown, recordings_markdown
 from elworld.data.episodes import recording_sets
 from elworld.loop.rounds import STATE_FILE, LoopConfig, round_dir
 
@@ -99,21 +100,10 @@ def _card_section(loop: dict[str, Any], lineage: list[dict[str, Any]],
              f"Round {loop['round']} of `{loop['command']}`, copied from `{loop['from']}` by "
              f"`elworld loop --out {loop['out']} --publish {loop['round']} --to ROOT`.", "",
              "Lineage (oldest first; each resumed or started from the one before):", ""]  # fmt: skip
-    lines += [
-        f"{i}. `{step['command']}` (then {step['checkpoint']}, fingerprint "
-        f"{str(step.get('fingerprint'))[:12]})"
-        for i, step in enumerate(lineage, 1)
-    ]
+    lines += lineage_markdown(lineage)
     lines += ["", "Recordings in its data:", "",
-              "| folder | policy | episodes | steps | seeds |", "|---|---|---|---|---|"]  # fmt: skip
-    for entry in recordings:
-        seeds = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in entry["seeds"]) or "-"
-        policy = entry["policy"]
-        if "explore" in entry:
-            policy += f" (agent `{entry.get('agent')}`, explore {entry['explore']})"
-        lines.append(
-            f"| {entry['folder']} | {policy} | {entry['episodes']} | {entry['steps']} | {seeds} |"
-        )
+              "| folder | policy | episodes | steps | seeds |", "|---|---|---|---|---|",
+              *recordings_markdown(recordings)]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from elworld import checkpoint
-from elworld.checkpoint.lineage import lineage_markdown, lineage_of
+from elworld.checkpoint.lineage import lineage_markdown, lineage_of, recordings_markdown
 from elworld.data.episodes import recording_sets
 
 logger = logging.getLogger(__name__)
@@ -73,15 +73,6 @@ def _with_recordings(lineage: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return steps
 
 
-def _recording_rows(entries: list[dict[str, Any]], run: str) -> list[str]:
-    rows = []
-    for entry in entries:
-        seeds = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in entry["seeds"]) or "-"
-        rows.append(f"| {run}{entry['folder']} | {entry['policy']} | {entry['episodes']} | "
-                    f"{entry['steps']} | {seeds} |")  # fmt: skip
-    return rows
-
-
 def _lineage_recordings(lineage: list[dict[str, Any]]) -> list[str]:
     """Card lines naming the recordings behind every run of the lineage (what its weights
     learnt from before this run), or saying which run's recordings are not known here."""
@@ -90,7 +81,7 @@ def _lineage_recordings(lineage: list[dict[str, Any]]) -> list[str]:
     unknown = []
     for i, step in enumerate(lineage, 1):
         if step.get("recordings"):
-            lines += _recording_rows(step["recordings"], f"{i}: ")
+            lines += recordings_markdown(step["recordings"], f"{i}: ")
         else:
             data = _data_of(step.get("command"))
             unknown.append(f"run {i} (`--data {data}`: not here)" if data else f"run {i}")
@@ -110,7 +101,7 @@ def _card_section(command: str, lineage: list[dict[str, Any]],
     if recordings:
         lines += ["", "Recordings in its data:", "",
                   "| folder | policy | episodes | steps | seeds |", "|---|---|---|---|---|",
-                  *_recording_rows(recordings, "")]  # fmt: skip
+                  *recordings_markdown(recordings)]  # fmt: skip
     if lineage:
         lines += _lineage_recordings(lineage)
     return "\n".join(lines) + "\n"
