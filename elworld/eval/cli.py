@@ -11,7 +11,7 @@ from typing import Any
 from elworld.atomic import atomic_write
 from elworld.cli_args import add_dream_pass_arguments
 from elworld.data import find_episodes, recording_provenance
-from elworld.eval.evaluate import EvalConfig, evaluate, paired_gain_difference
+from elworld.eval.evaluate import EvalConfig, check_baseline, evaluate, paired_gain_difference
 from elworld.eval.plot import plot_psnr
 from elworld.eval.report import markdown_report
 from elworld.model.common import check_models_fit
@@ -131,18 +131,10 @@ def read_baseline(path: Path) -> dict[str, Any]:
         raise ValueError(
             f"--baseline {path}: expected an eval.json of `elworld eval`: {error}"
         ) from None
-    rollouts = (
-        baseline.get("memory", {}).get("rollout_psnr") if isinstance(baseline, dict) else None
-    )
-    if not rollouts or "config" not in baseline:
-        raise ValueError(
-            f"--baseline {path}: expected an eval.json of `elworld eval` with --memory (no memory rollouts in it)"
-        )
-    if not all("gain_episodes" in row for row in rollouts.values()):
-        raise ValueError(
-            f"--baseline {path} has no per-episode gains with episode names (gain_episodes): "
-            "it was written by an older elworld; evaluate that world again"
-        )
+    try:
+        check_baseline(baseline)
+    except ValueError as error:
+        raise ValueError(f"--baseline {path}: {error}") from None
     return baseline
 
 

@@ -430,6 +430,23 @@ def _gain_by_episode(
     return out
 
 
+def check_baseline(baseline: Any) -> None:
+    """Raise ``ValueError`` unless ``baseline`` is ``elworld eval`` results with memory
+    rollouts whose per-episode gains name their episodes (what pairing needs)."""
+    rollouts = (
+        baseline.get("memory", {}).get("rollout_psnr") if isinstance(baseline, dict) else None
+    )
+    if not rollouts or "config" not in baseline:
+        raise ValueError(
+            "expected an eval.json of `elworld eval` with --memory (no memory rollouts in it)"
+        )
+    if not all("gain_episodes" in row for row in rollouts.values()):
+        raise ValueError(
+            "no per-episode gains with episode names (gain_episodes): it was written by an "
+            "older elworld; evaluate that world again"
+        )
+
+
 def paired_gain_difference(results: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
     """This world's dream - copy-last PSNR minus a baseline world's, paired by episode.
 
@@ -437,12 +454,11 @@ def paired_gain_difference(results: dict[str, Any], baseline: dict[str, Any]) ->
     figure is the mean over the episodes both scored of the per-episode
     difference, with its standard error: the two worlds see the same starts, so
     the spread between episodes (larger than most gates) cancels. Raises
-    ``ValueError`` when either lacks per-episode gains with episode names (an
-    eval.json written before they were recorded) or they share no episode.
+    ``ValueError`` when the baseline fails ``check_baseline``, was scored from other
+    starts, or shares no episode.
     """
-    ours, theirs = results["memory"]["rollout_psnr"], baseline.get("memory", {}).get("rollout_psnr")
-    if not theirs:
-        raise ValueError("the baseline has no memory rollouts (was it evaluated with --memory?)")
+    check_baseline(baseline)
+    ours, theirs = results["memory"]["rollout_psnr"], baseline["memory"]["rollout_psnr"]
     ours_stride = results["config"]["start_stride"]
     theirs_stride = baseline["config"]["start_stride"]
     if ours_stride != theirs_stride:
@@ -456,11 +472,6 @@ def paired_gain_difference(results: dict[str, Any], baseline: dict[str, Any]) ->
         other = theirs.get(str(h))  # JSON keys are strings, fresh results' ints
         if other is None:
             continue
-        if "gain_episodes" not in row or "gain_episodes" not in other:
-            raise ValueError(
-                "the baseline's eval.json has no per-episode gains with episode names "
-                "(gain_episodes): evaluate the baseline world again with this version"
-            )
         base = dict(zip(other["gain_episodes"], other["gain_by_episode"]))
         diffs = np.array(
             [g - base[n] for n, g in zip(row["gain_episodes"], row["gain_by_episode"]) if n in base]
